@@ -1,0 +1,324 @@
+"""The ``spex`` command line: database upkeep and the read paths over recorded audits.
+
+    spex db upgrade                      migrate the metadata DB to head (also done on first use)
+    spex audits list [--model M] [--status S]
+    spex audits show ID                  (a unique id prefix is enough)
+    spex interactions --model M --subject S   top interactions of one subject across model versions
+
+The database comes from ``--db`` or ``SPEX_DATABASE_URL`` (default: SQLite in the data dir).
+Errors print one line on stderr and exit with status 2, so CI scripts can tell "the command could
+not answer" from a crash; passwords in URLs never appear in output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="spex",
+    help="Interaction audits for model releases: ablations + SPEX / ProxySPEX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Metadata database upkeep.", no_args_is_help=True)
+audits_app = typer.Typer(help="Recorded audits.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audits_app, name="audits")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", envvar="SPEX_DATABASE_URL", help="Metadata DB URL (default: SQLite in the data dir).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _fail(message: str) -> NoReturn:
+    from spex.store.db import mask_secrets
+
+    line = mask_secrets(" ".join(str(message).split()))
+    typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the failures a read path can meet into the one-line, exit-2 contract."""
+    import sqlalchemy as sa
+
+    from spex.store import AuditNotFound, StoreConfigError, SubjectNotFound
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (AuditNotFound, SubjectNotFound) as exc:
+        _fail(exc.args[0] if exc.args else str(exc))
+    except (StoreConfigError, ConnectionError, ValueError) as exc:
+        _fail(str(exc))
+    except sa.exc.SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        _fail(f"database error: {text[0] if text else type(exc).__name__}")
+
+
+def _store(db: str | None, *, migrate: bool = True) -> Any:
+    from spex.store import MetadataStore
+
+    return MetadataStore(db, migrate=migrate)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console(soft_wrap=False, highlight=False)
+    if not console.is_terminal:  # piped / captured: never cut ids and labels to 80 columns
+        console = Console(soft_wrap=False, highlight=False, width=400)
+    return console
+
+
+def _fmt_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _fmt_float(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _fmt_passed(value: bool | None) -> str:
+    return "-" if value is None else ("pass" if value else "FAIL")
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else repr(o), indent=2)
+
+
+# ---------------------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    db: DbOption = None,
+) -> None:
+    """Migrate the metadata DB to REVISION (default: the newest shipped with spex)."""
+    from spex.store import migrate
+
+    with _errors():
+        store = _store(db, migrate=False)
+        try:
+            reached = migrate.upgrade(store.engine, revision)
+        finally:
+            store.close()
+        typer.echo(f"{store.url}: at revision {reached}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' drops every spex table).")],
+    db: DbOption = None,
+) -> None:
+    """Migrate the metadata DB down to REVISION."""
+    from spex.store import migrate
+
+    with _errors():
+        store = _store(db, migrate=False)
+        try:
+            reached = migrate.downgrade(store.engine, revision)
+        finally:
+            store.close()
+        typer.echo(f"{store.url}: at revision {reached or 'base'}")
+
+
+@db_app.command("current")
+def db_current(db: DbOption = None) -> None:
+    """Print the revision the metadata DB is at, and the newest one available."""
+    from spex.store import migrate
+
+    with _errors():
+        store = _store(db, migrate=False)
+        try:
+            current = migrate.current_revision(store.engine)
+        finally:
+            store.close()
+        typer.echo(f"{store.url}: at revision {current or 'base'} (head: {migrate.head_revision()})")
+
+
+# ------------------------------------------------------------------------------------------ audits
+
+
+@audits_app.command("list")
+def audits_list(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only audits of this model (name).")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="running | succeeded | failed.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List audits, newest first."""
+    with _errors():
+        with _store(db) as store:
+            audits = store.list_audits(model=model, status=status, limit=limit)
+    if as_json:
+        typer.echo(_to_json([asdict(a) for a in audits]))
+        return
+    if not audits:
+        typer.echo("no audits" + (f" of model {model}" if model else "") + (f" with status {status}" if status else ""))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "model", "revision", "status", "gates", "subjects", "min R²", "started", "finished"):
+        table.add_column(column, no_wrap=True)
+    for a in audits:
+        table.add_row(
+            a.id[:12],
+            a.model_name,
+            a.model_revision if len(a.model_revision) <= 24 else a.model_revision[:21] + "...",
+            a.status,
+            _fmt_passed(a.passed),
+            str(a.n_subjects),
+            _fmt_float(a.min_heldout_r2),
+            _fmt_time(a.started_at),
+            _fmt_time(a.finished_at),
+        )
+    _console().print(table)
+
+
+@audits_app.command("show")
+def audits_show(
+    audit_id: Annotated[str, typer.Argument(metavar="ID", help="Audit id (a unique prefix of 4+ characters).")],
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Show one audit: model, spec, environment, subjects, validations, gates, MLflow runs."""
+    with _errors():
+        with _store(db) as store:
+            audit = store.get_audit(audit_id)
+    if as_json:
+        typer.echo(_to_json(asdict(audit) | {"min_heldout_r2": audit.min_heldout_r2}))
+        return
+    from rich.table import Table
+
+    console = _console()
+    model = audit.model
+    console.print(f"audit      {audit.id}  ({audit.kind})")
+    console.print(f"model      {model.name} @ {model.revision}"
+                  + (f"  registry v{model.registry_version}" if model.registry_version else "")
+                  + (f"  [{model.source_uri}]" if model.source_uri else ""))
+    if audit.baseline:
+        console.print(f"baseline   {audit.baseline.name} @ {audit.baseline.revision}")
+    console.print(f"status     {audit.status}   gates: {_fmt_passed(audit.passed)}   min held-out R²: {_fmt_float(audit.min_heldout_r2)}")
+    console.print(f"started    {_fmt_time(audit.started_at)}   finished: {_fmt_time(audit.finished_at)}")
+    console.print(f"code       {audit.code_version or '-'}")
+    if audit.mlflow_run_id:
+        console.print(f"mlflow     run {audit.mlflow_run_id} (experiment {audit.mlflow_experiment_id or '-'})")
+    console.print(f"seeds      {json.dumps(audit.seeds)}")
+    console.print("spec       " + json.dumps(audit.spec, sort_keys=True))
+    if audit.error:
+        console.print("error      " + audit.error.splitlines()[0], markup=False)
+    if audit.subjects:
+        table = Table(title="subjects", box=None, pad_edge=False, title_justify="left")
+        for column in ("subject", "lens", "n", "held-out R²", "masks", "proxy CV R²", "interactions", "mlflow run"):
+            table.add_column(column, no_wrap=True)
+        for s in audit.subjects:
+            v = s.validation
+            proxy = s.proxies[0] if s.proxies else None
+            table.add_row(
+                s.subject.key,
+                s.subject.lens,
+                str(s.subject.n_features or "-"),
+                _fmt_float(v.heldout_r2 if v else None),
+                str(v.n_heldout) if v and v.n_heldout is not None else "-",
+                _fmt_float(proxy.cv_r2 if proxy else None),
+                ", ".join(f"{k}: {n}" for k, n in sorted(s.interaction_counts.items())) or "-",
+                s.mlflow_run_id or "-",
+            )
+        console.print(table)
+    if audit.gates:
+        table = Table(title="gates", box=None, pad_edge=False, title_justify="left")
+        for column in ("metric", "value", "", "threshold", "result"):
+            table.add_column(column, no_wrap=True)
+        for g in audit.gates:
+            table.add_row(g.metric, _fmt_float(g.value), g.comparator, _fmt_float(g.threshold), _fmt_passed(g.passed))
+        console.print(table)
+
+
+# ------------------------------------------------------------------------------------ interactions
+
+
+@app.command("interactions")
+def interactions(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+    subject: Annotated[str, typer.Option("--subject", "-s", help="Subject key, content digest (prefix) or id.")],
+    index: Annotated[str | None, typer.Option("--index", "-i", help="Interaction index (needed if several were recorded).")] = None,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Top-k per version.")] = 10,
+    lens: Annotated[str | None, typer.Option("--lens", help="Disambiguate a subject key shared by lenses.")] = None,
+    long: Annotated[bool, typer.Option("--long", help="One row per (version, rank) instead of one per interaction.")] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """The top interactions of one subject across the audited versions of a model."""
+    with _errors():
+        with _store(db) as store:
+            frame = store.top_interactions_across_versions(model, subject, index=index, top=top, lens=lens)
+    if as_json:
+        records = frame.to_dict("records")
+        typer.echo(_to_json({"model": model, "subject": subject, "index": frame.attrs.get("index"), "rows": records}))
+        return
+    if frame.empty:
+        _fail(f"no succeeded audit of model {model!r} recorded interactions for subject {subject!r}")
+    from rich.table import Table
+
+    index_name = frame.attrs.get("index")
+    subj = frame.attrs.get("subject")
+    title = f"{model} · subject {subj.key if subj else subject} · index {index_name} · top {top}"
+    versions = list(dict.fromkeys(zip(frame["model_revision"], frame["audit_id"])))
+
+    def name(row: Any) -> str:
+        labels = row["labels"]
+        members = ", ".join(str(m) for m in row["members"])
+        return f"{' × '.join(labels)}  ({members})" if labels is not None else f"({members})"
+
+    if long:
+        table = Table(box=None, pad_edge=False)
+        for column in ("revision", "audit", "rank", "interaction", "order", "value"):
+            table.add_column(column, no_wrap=True)
+        for _, row in frame.iterrows():
+            table.add_row(str(row["model_revision"]), str(row["audit_id"])[:12], str(row["rank"]), name(row),
+                          str(row["order"]), _fmt_float(row["value"]))
+        console = _console()
+        console.print(title, markup=False)
+        console.print(table)
+        return
+    # Wide: one row per interaction found in any version; a column per version: "value (#rank)".
+    cells: dict[str, dict[tuple[str, str], str]] = {}
+    best: dict[str, tuple[int, int]] = {}
+    for _, row in frame.iterrows():
+        key = name(row)
+        version = (row["model_revision"], row["audit_id"])
+        cells.setdefault(key, {})[version] = f"{_fmt_float(row['value'])} (#{row['rank']})"
+        rank_key = (-versions.index(version), int(row["rank"]))  # newest version's ranking first
+        best[key] = min(best.get(key, rank_key), rank_key)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("interaction", no_wrap=True)
+    for revision, audit_id in versions:
+        label = revision if len(revision) <= 20 else revision[:17] + "..."
+        table.add_column(f"{label}\n{audit_id[:8]}", no_wrap=True, justify="right")
+    for key in sorted(cells, key=lambda k: best[k]):
+        table.add_row(key, *[cells[key].get(v, "-") for v in versions])
+    console = _console()
+    console.print(title, markup=False)
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
