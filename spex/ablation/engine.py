@@ -172,7 +172,7 @@ class _Progress:
         except ImportError:  # rich is a dependency, but progress is never worth a crash
             return
         console = Console(stderr=True)
-        if not console.is_terminal:
+        if not (console.is_terminal or console.is_jupyter):
             return
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), console=console, transient=False)
@@ -321,6 +321,7 @@ class AblationEngine:
                     size = self._batch_size(sorted_costs, pos, limits)
                     sel = order[pos:pos + size]
                     t0 = time.perf_counter()
+                    out: np.ndarray | None = None
                     try:
                         out = _call(vf, todo[sel])
                     except Exception as exc:
@@ -331,6 +332,7 @@ class AblationEngine:
                                          f"(cost {sorted_costs[pos]:g}); nothing smaller can be tried. Use a "
                                          f"device with more memory or a smaller model / shorter input.")
                             raise
+                    if out is None:  # out of memory; outside the except block, so its frames are freed
                         new_size = size // 2
                         # Memory grows with padded tokens (longest x count): cap those, so the next batch
                         # of this length holds new_size masks and shorter masks may still batch wider.

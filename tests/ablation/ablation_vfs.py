@@ -34,7 +34,8 @@ class CountingVF(ValueFunction):
     """
 
     def __init__(self, n: int, *, tag: str = "test", delay: float = 0.0, oom_above: int | None = None,
-                 oom: str = "memory", fail_on_call: int | None = None, nan_on_call: int | None = None) -> None:
+                 oom: str = "memory", fail_on_call: int | None = None, nan_on_call: int | None = None,
+                 uniform_cost: bool = False) -> None:
         self.n_features = n
         self.feature_labels = [f"f{i}" for i in range(n)]
         self.fingerprint = fingerprint_of(kind="CountingVF", n=n, tag=tag)
@@ -43,12 +44,16 @@ class CountingVF(ValueFunction):
         self.oom = oom
         self.fail_on_call = fail_on_call
         self.nan_on_call = nan_on_call
+        self.uniform_cost = uniform_cost
         self.calls = 0
         self.masks_computed = 0
+        self.attempts: list[tuple[int, bool]] = []  # (batch size, ran out of memory)
         self.batches: list[np.ndarray] = []
 
     def compute(self, masks: np.ndarray) -> np.ndarray:
-        if self.oom_above is not None and len(masks) > self.oom_above:
+        out_of_memory = self.oom_above is not None and len(masks) > self.oom_above
+        self.attempts.append((len(masks), out_of_memory))
+        if out_of_memory:
             if self.oom == "torch":
                 import torch
 
@@ -69,8 +74,8 @@ class CountingVF(ValueFunction):
         return out
 
     def cost(self, masks: np.ndarray) -> np.ndarray:
-        """Tokens of the masked input: one per kept feature plus a 2-token template."""
-        return 2.0 + masks.sum(axis=1)
+        """Tokens of the masked input: one per kept feature plus a 2-token template (or all equal)."""
+        return np.full(len(masks), 7.0) if self.uniform_cost else 2.0 + masks.sum(axis=1)
 
 
 def unique_masks(n: int, count: int, seed: int) -> np.ndarray:
