@@ -52,7 +52,7 @@ def normalize_url(url: str | URL) -> URL:
     backend = parsed.get_backend_name()
     if backend == "postgres":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    elif backend == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+    elif backend == "postgresql" and parsed.drivername in ("postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
         raise StoreConfigError(

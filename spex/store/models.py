@@ -233,7 +233,7 @@ class Validation(Base):
     subject_id: Mapped[int] = mapped_column(sa.ForeignKey("subjects.id", ondelete="RESTRICT"), nullable=False)
     heldout_r2: Mapped[float | None] = mapped_column(sa.Float)
     n_heldout: Mapped[int | None] = mapped_column(sa.Integer)
-    removal: Mapped[Any] = mapped_column(JSONType)  # e.g. [{"k": 1, "predicted": .., "measured": ..}]
+    removal: Mapped[Any] = mapped_column(JSONType, nullable=True)  # e.g. [{"k": 1, "predicted": .., "measured": ..}]
     exact_r2: Mapped[float | None] = mapped_column(sa.Float)  # against the full transform, small n only
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -927,7 +927,16 @@ class MetadataStore:
                 for audit_id, started_at, revision, registry_version in chosen_audits
                 for r in by_audit.get(audit_id, [])
             ]
-            out = pd.DataFrame.from_records(records, columns=columns)
+            # object columns: keep None as None (pandas would infer a string dtype with NaN)
+            out = pd.DataFrame(
+                {
+                    column: pd.Series(
+                        [r[column] for r in records],
+                        dtype={"rank": "int64", "order": "int64", "value": "float64"}.get(column, object),
+                    )
+                    for column in columns
+                }
+            )
             out.attrs["index"] = chosen
             out.attrs["subject"] = _subject_record(session.get(Subject, subject_id))
             return out

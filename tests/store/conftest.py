@@ -1,0 +1,50 @@
+"""Fixtures of the store suite: every store test runs on SQLite and on a real Postgres.
+
+Postgres comes from ``SPEX_TEST_POSTGRES_URL`` (CI) or a database created on 127.0.0.1:5432 for the
+session; each test gets its own fresh schema. Unreachable Postgres skips those cases locally and
+fails them when ``SPEX_REQUIRE_POSTGRES=1`` (CI), so CI can never pass on SQLite alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from spex.store import testing as pg
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """URL of this session's Postgres test database."""
+    try:
+        with pg.throwaway_database() as url:
+            yield url
+    except pg.PostgresUnavailable as exc:
+        if pg.postgres_required():
+            pytest.fail(f"{exc} (SPEX_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> Iterator[str]:
+    """A fresh, empty schema in the test database, as a URL."""
+    with pg.fresh_schema(postgres_database, prefix="store") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """An empty metadata database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'spex.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(db_url: str):
+    """A migrated store on each backend."""
+    from spex.store import MetadataStore
+
+    with MetadataStore(db_url) as s:
+        yield s
