@@ -140,7 +140,8 @@ def superset_sums(
         else:
             sub = np.zeros((len(v), 0), dtype=np.int32)
         t_order = np.tile(pats.sum(axis=1), len(v))
-        w = weight(np.full(len(t_order), d), t_order)
+        with np.errstate(divide="ignore", invalid="ignore"):  # np.where evaluates both branches
+            w = weight(np.full(len(t_order), d), t_order)
         out_members.append(pad_to(sub, width)[:, :width])
         out_values.append(np.repeat(v, len(pats)) * w)
     if not out_members:

@@ -1,0 +1,88 @@
+"""``spex.explain``: one entry point for every method."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Any
+
+from spex.evaluation import MaskEvaluator, Progress, ValueFn
+from spex.exact import EXACT_MAX_N, all_masks, spectrum_from_table
+from spex.explanation import Explanation
+from spex.methods.base import Method, StageTimer
+from spex.validation import SpexInputError, check_budget, check_n
+
+METHODS: dict[str, str] = {
+    "proxyspex": "spex.methods.proxyspex:ProxySPEX",
+    "spex": "spex.methods.spex_coded:SPEX",
+    "linear": "spex.methods.regression:Linear",
+    "faith_banzhaf": "spex.methods.regression:FaithBanzhaf",
+}
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate a method by name with validated options."""
+    if not isinstance(name, str) or name.lower() not in METHODS:
+        raise SpexInputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    module, _, cls = METHODS[name.lower()].partition(":")
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+def explain(
+    value_fn: ValueFn,
+    n: int,
+    *,
+    budget: int,
+    method: str = "proxyspex",
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Explanation:
+    """Find the interactions that drive ``value_fn`` with at most ``budget`` value calls.
+
+    Args:
+        value_fn: ``f(masks: bool (B, n)) -> float (B,)``; True keeps feature i. It is called with
+            large batches (``batch_size`` caps them), never twice for the same mask.
+        n: number of features.
+        budget: most masks the method may evaluate. When it covers all 2^n masks (n <= 20), every
+            method evaluates them all and reports the exact spectrum (``diagnostics["exact"]``),
+            truncated to its order for ``linear`` / ``faith_banzhaf``.
+        method: ``proxyspex`` (default), ``spex``, ``linear`` or ``faith_banzhaf``.
+        seed: every random choice derives from it: same seed, same masks, same result.
+        progress: optional ``callback(done, total)`` over value calls.
+        **options: method options (see each method's ``defaults``); unknown ones are an error.
+    """
+    n = check_n(n)
+    algorithm = get_method(method, **options)
+    budget = check_budget(budget, algorithm.minimum_budget(n), method=algorithm.name, n=n)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SpexInputError(f"seed must be an integer; got {seed!r}")
+    evaluator = MaskEvaluator(value_fn, n, batch_size=batch_size, progress=progress)
+    timer = StageTimer()
+    start = time.perf_counter()
+    if n <= EXACT_MAX_N and (1 << n) <= budget:
+        with timer.stage("sampling"):
+            x = all_masks(n)
+        table = evaluator(x)
+        with timer.stage("fit"):
+            spectrum = algorithm.from_exact(spectrum_from_table(table))
+        diagnostics: dict[str, Any] = {"exact": True}
+    else:
+        spectrum, diagnostics = algorithm.fit(evaluator, n, budget, seed, timer)
+        diagnostics.setdefault("exact", False)
+    seconds = dict(timer.seconds)
+    seconds["value_calls"] = evaluator.seconds
+    seconds["total"] = time.perf_counter() - start
+    seconds["outside_value_calls"] = max(0.0, seconds["total"] - evaluator.seconds)
+    return Explanation(
+        spectrum=spectrum,
+        method=algorithm.name,
+        budget=budget,
+        seed=seed,
+        n_calls=evaluator.n_calls,
+        seconds=seconds,
+        diagnostics=diagnostics,
+        labels=list(getattr(value_fn, "feature_labels", None) or []) or None,
+        options=dict(algorithm.options),
+    )
