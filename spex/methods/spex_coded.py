@@ -47,6 +47,7 @@ MAX_B = 24  # 2^24 bins per block is far beyond any realistic budget; bounds mem
 MIN_T = 2  # the reference lowers t down to 2, not below
 MAX_T = 16
 MAX_CHASE = 10  # 2^10 test patterns per failing bin
+CHASE_WORDS = 1 << 18  # Chase test words per decode call (bounds memory on huge noisy designs)
 ENERGY_FRACTION = 0.1  # a singleton must explain more than this share of its bin's energy
 DENSE_REFIT_MAX = 6000  # supports up to this size are refit with a dense Cholesky solve
 REL_TOL = 1e-9  # bins with amplitude below REL_TOL × the largest bin are treated as empty
@@ -323,34 +324,46 @@ class SPEX(Method):
         # bins that failed, decode all test words in one call, keep each bin's best valid candidate
         fail = np.flatnonzero(~ok)
         stats.chase_bins += len(fail)
-        reliability = np.abs(cols[fail, 1:])
-        weak = np.argpartition(reliability, depth - 1, axis=1)[:, :depth] if depth < code.p else np.argsort(reliability, axis=1)
         patterns = ((np.arange(1, 1 << depth)[:, None] >> np.arange(depth)) & 1).astype(bool)  # (P, depth)
-        n_pat = len(patterns)
-        flips = np.zeros((len(fail), n_pat, code.p), dtype=bool)
-        rows = np.arange(len(fail))[:, None, None]
-        pats = np.arange(n_pat)[None, :, None]
-        flips[rows, pats, weak[:, None, :]] = patterns[None, :, :]
-        test = hard[fail][:, None, :] ^ flips  # (F, P, p)
+        members, rho, ok = members.copy(), rho.copy(), ok.copy()
+        per_call = max(1, CHASE_WORDS // len(patterns))
+        for start in range(0, len(fail), per_call):  # one call unless the batch is huge (memory bound)
+            chunk = fail[start : start + per_call]
+            c_members, c_rho, good = self._chase(design, cols[chunk], groups[chunk], bins[chunk], hard[chunk], patterns, stats)
+            members[chunk[good]] = c_members[good]
+            rho[chunk[good]] = c_rho[good]
+            ok[chunk[good]] = True
+            stats.chase_accepted += int(good.sum())
+        return members, rho, ok
+
+    def _chase(
+        self, design: CodedDesign, cols: np.ndarray, groups: np.ndarray, bins: np.ndarray, hard: np.ndarray,
+        patterns: np.ndarray, stats: _Stats,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chase-2 on F bins: every non-empty flip pattern of the least reliable parity bits, all
+        F·P test words in one decode call; per bin, the valid candidate with the largest explained
+        energy (p+1)·ρ² — equivalently the smallest residual of the singleton fit."""
+        code = design.code
+        n_fail, (n_pat, depth) = len(cols), patterns.shape
+        reliability = np.abs(cols[:, 1:])
+        if depth < code.p:
+            weak = np.argpartition(reliability, depth - 1, axis=1)[:, :depth]
+        else:
+            weak = np.argsort(reliability, axis=1)[:, :depth]
+        flips = np.zeros((n_fail, n_pat, code.p), dtype=bool)
+        flips[np.arange(n_fail)[:, None, None], np.arange(n_pat)[None, :, None], weak[:, None, :]] = patterns[None]
+        test = hard[:, None, :] ^ flips  # (F, P, p)
         t0 = time.perf_counter()
         c_members, _, c_counts = code.decode_parity(test.reshape(-1, code.p))
         stats.decode_seconds += time.perf_counter() - t0
         stats.words_decoded += len(c_counts)
-        rep = np.repeat(fail, n_pat)
+        rep = np.repeat(np.arange(n_fail), n_pat)
         c_rho, c_ok = self._validate(design, cols[rep], groups[rep], bins[rep], c_members, c_counts)
-        # soft metric: the explained energy (p+1)·ρ² — the residual of the singleton fit is smallest
-        score = np.where(c_ok, c_rho**2, -1.0).reshape(len(fail), n_pat)
+        score = np.where(c_ok, c_rho**2, -1.0).reshape(n_fail, n_pat)
         best = np.argmax(score, axis=1)
-        good = score[np.arange(len(fail)), best] >= 0
-        pick = np.arange(len(fail)) * n_pat + best
-        members = members.copy()
-        members[fail[good]] = c_members[pick[good]]
-        rho = rho.copy()
-        rho[fail[good]] = c_rho[pick[good]]
-        ok = ok.copy()
-        ok[fail[good]] = True
-        stats.chase_accepted += int(good.sum())
-        return members, rho, ok
+        good = score[np.arange(n_fail), best] >= 0
+        pick = np.arange(n_fail) * n_pat + best
+        return c_members[pick], c_rho[pick], good
 
     @staticmethod
     def _validate(
