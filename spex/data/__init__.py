@@ -1,0 +1,56 @@
+"""Data that ships with spex: the sentiment sentences and the prompt sets of the demo and benchmarks.
+
+* ``sentiment.jsonl`` — 300 short sentences written for this project (150 positive, 150 negative), rich
+  in negation and contrast ("not bad", "good but too long", "I expected to hate it"); each row has a
+  fixed ``split`` (240 train / 60 test, stratified, seeded) so every trained version is scored on the
+  same held-out sentences.
+* ``prompts.json`` — prompts for the features lens on SmolLM2 (20-60 words each) and for the MiniLM
+  classifier, and prompt/answer tasks for the heads lens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+
+def _read(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _sentiment_rows() -> tuple[dict[str, str], ...]:
+    return tuple(json.loads(line) for line in _read("sentiment.jsonl").splitlines() if line.strip())
+
+
+def load_sentiment() -> list[dict[str, str]]:
+    """Rows ``{"text", "label": "positive"|"negative", "split": "train"|"test"}``."""
+    return [dict(r) for r in _sentiment_rows()]
+
+
+def sentiment_digest() -> str:
+    """Content hash of the sentiment file: a trained model is cached per data version."""
+    return hashlib.blake2b(_read("sentiment.jsonl").encode(), digest_size=16).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _prompts() -> dict[str, Any]:
+    return json.loads(_read("prompts.json"))
+
+
+def load_prompts(name: str = "smollm2") -> list[str]:
+    """Prompts for the features lens: ``"smollm2"`` (chat prompts) or ``"sentiment"`` (classifier inputs)."""
+    return list(_prompts()["features"][name])
+
+
+def load_head_task(name: str = "capitals") -> tuple[list[str], list[str]]:
+    """A heads-lens task: (prompts, answers)."""
+    task = _prompts()["heads"][name]
+    return [t["prompt"] for t in task], [t["answer"] for t in task]
+
+
+def head_tasks() -> list[str]:
+    return sorted(_prompts()["heads"])

@@ -1,0 +1,301 @@
+"""The features lens: which parts of a prompt (words, sentences, spans) drive the model's answer.
+
+A feature is a segment of the *user's* content. A mask keeps some segments and drops (or masks) the
+rest; only then is the chat template applied, so the template's own tokens (system prompt, role
+markers) are never features and never broken.
+
+Value of a mask:
+
+* causal LM — the summed teacher-forced log-prob of a reference response given the masked prompt.
+  The reference is the model's own greedy answer to the full prompt (generated once and kept as
+  ``vf.target``) or a ``target`` you give. "How much does the model still want to say what it said?"
+* classifier — the logit of the class predicted on the full prompt (or of a class you name).
+
+Batching: one padded forward per batch the ablation engine hands over (see
+:mod:`spex.models.scoring` for why left padding + ``logits_to_keep``). ``cost`` is the token length of
+each masked prompt, so the engine can pack batches by a token budget and sort by length.
+
+Shared-prefix KV cache: every masked prompt starts with the same template prefix (SmolLM2's default
+system prompt and the user marker, ~26 tokens). ``prefix_cache=True`` computes that prefix's keys and
+values once and reuses them for every row; see ``benchmarks`` / the lens report for when it pays
+(it saves at most the prefix's share of the tokens of each row).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from spex.lenses.base import ValueFunction, fingerprint_of
+from spex.models import LoadedModel, as_loaded
+from spex.models.scoring import PrefixCache, causal_logprobs, classifier_logits, greedy_continuation, pad_id_of
+from spex.validation import SpexInputError
+
+Unit = Literal["word", "sentence"]
+LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
+
+_WORD = re.compile(r"\S+")
+_SENTENCE = re.compile(r"\S.*?(?:[.!?]+[\"'\u201d\u2019)\]]*(?=\s|\Z)|(?=\s*\n)|\Z)", re.S)
+_REMOVED = "\x00"
+_RUN = re.compile(r"\s*\x00(?:\s*\x00)*\s*")
+_CLOSING_PUNCT = tuple(".,;:!?)]}\u201d\u2019'\"")
+
+
+# --------------------------------------------------------------------------------------------- segmentation
+def segment(text: str, unit: Unit | Sequence[tuple[int, int]] | Sequence[str] = "word") -> list[tuple[int, int]]:
+    """Character spans of the features of ``text``.
+
+    ``"word"``: whitespace-delimited words (punctuation stays with its word, so labels read naturally);
+    ``"sentence"``: runs ending in ``.``/``!``/``?`` (plus closing quotes) or at a line break; a list of
+    ``(start, end)`` pairs: those spans; a list of strings: those substrings, found left to right.
+    Text outside the spans is context that is always kept.
+    """
+    if isinstance(unit, str):
+        if unit == "word":
+            spans = [m.span() for m in _WORD.finditer(text)]
+        elif unit == "sentence":
+            spans = [m.span() for m in _SENTENCE.finditer(text)]
+        else:
+            raise SpexInputError(f"unit must be 'word', 'sentence' or a list of spans; got {unit!r}")
+    else:
+        items = list(unit)
+        if not items:
+            raise SpexInputError("unit is an empty list of spans; give at least one span")
+        if all(isinstance(s, str) for s in items):
+            spans, cursor = [], 0
+            for s in items:
+                if not s:
+                    raise SpexInputError("unit holds an empty string span")
+                start = text.find(s, cursor)
+                if start < 0:
+                    raise SpexInputError(
+                        f"span {s!r} was not found in the prompt after character {cursor}; spans must be "
+                        f"substrings of the prompt, in order and not overlapping"
+                    )
+                spans.append((start, start + len(s)))
+                cursor = start + len(s)
+        else:
+            try:
+                spans = [(int(a), int(b)) for a, b in items]  # type: ignore[misc]
+            except (TypeError, ValueError):
+                raise SpexInputError("unit must be 'word', 'sentence', a list of (start, end) pairs or a list of strings") from None
+            for (a, b), prev in zip(spans, [(0, 0)] + spans[:-1]):
+                if not (0 <= a < b <= len(text)) or a < prev[1]:
+                    raise SpexInputError(
+                        f"span ({a}, {b}) is invalid: spans must be sorted, non-overlapping, non-empty and within "
+                        f"the prompt's {len(text)} characters"
+                    )
+    if not spans:
+        raise SpexInputError(f"the prompt has no {unit if isinstance(unit, str) else 'span'}s to use as features")
+    return spans
+
+
+def render(text: str, spans: Sequence[tuple[int, int]], keep: np.ndarray, replacement: str | None) -> str:
+    """The user's content with the unkept spans removed (``replacement=None``) or replaced.
+
+    Removal also fixes the whitespace it leaves: a run of removed spans and the whitespace around them
+    becomes nothing at the start or end of the text or before closing punctuation, and otherwise the
+    longest whitespace in the run (so removing a sentence between paragraphs keeps one paragraph
+    break, and removing a word leaves one space).
+    """
+    parts: list[str] = []
+    cursor = 0
+    for (a, b), k in zip(spans, keep):
+        parts.append(text[cursor:a])
+        parts.append(text[a:b] if k else (_REMOVED if replacement is None else replacement))
+        cursor = b
+    parts.append(text[cursor:])
+    out = "".join(parts)
+    if replacement is not None or keep.all():
+        return out
+
+    def fix(m: re.Match[str]) -> str:
+        if m.start() == 0 or m.end() == len(out) or out.startswith(_CLOSING_PUNCT, m.end()):
+            return ""
+        return max(re.findall(r"\s+", m.group()), key=len, default="")
+
+    return _RUN.sub(fix, out)
+
+
+# --------------------------------------------------------------------------------------------- the lens
+class FeatureLens(ValueFunction):
+    """Value function of the features lens (build it with :func:`features`)."""
+
+    def __init__(self, model: LoadedModel, prompt: str, *, target: str | int | None, unit: Any, mask: str,
+                 system: str | None, chat: bool | None, max_new_tokens: int, prefix_cache: bool) -> None:
+        if model.kind not in ("causal-lm", "classifier"):
+            raise SpexInputError(
+                f"the features lens scores a causal LM or a classifier; {model.uri} is a {model.kind} "
+                f"(load it with kind='causal-lm' or 'classifier' if its config is misleading)"
+            )
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SpexInputError("prompt must be a non-empty string")
+        self.model = model
+        self.prompt = prompt
+        self.system = system
+        self.spans = segment(prompt, unit)
+        self.unit = unit if isinstance(unit, str) else "spans"
+        self.replacement, self.mask_mode = self._replacement(mask)
+        self.n_features = len(self.spans)
+        self.feature_labels = [prompt[a:b] for a, b in self.spans]
+        tok = model.tokenizer
+        self._pad = pad_id_of(tok)
+        self._memo: dict[bytes, list[int]] = {}
+        if model.kind == "classifier":
+            if system is not None:
+                raise SpexInputError("system is for chat models; a classifier reads the prompt alone")
+            self.chat = False
+            full = self._prompt_ids(np.ones(self.n_features, dtype=bool))
+            with torch.inference_mode():
+                logits = classifier_logits(model.model, [full], pad_id=self._pad)[0]
+            self.target_class = model.class_index(target) if target is not None else int(logits.argmax())
+            self.target = model.labels[self.target_class]
+            self.target_ids: list[int] = []
+            self.full_value = float(logits[self.target_class])
+        else:
+            has_template = bool(getattr(tok, "chat_template", None))
+            if chat and not has_template:
+                raise SpexInputError(f"chat=True but the tokenizer of {model.uri} has no chat template")
+            self.chat = has_template if chat is None else bool(chat)
+            if system is not None and not self.chat:
+                raise SpexInputError("system needs a chat template (chat=True on a model that has one)")
+            full = self._prompt_ids(np.ones(self.n_features, dtype=bool))
+            if target is None:
+                self.target_ids = greedy_continuation(model.model, tok, full, max_new_tokens=max_new_tokens)
+                if not self.target_ids:
+                    raise SpexInputError("the model's greedy answer to the full prompt is empty; give a target")
+            else:
+                if not isinstance(target, str) or not target:
+                    raise SpexInputError("target must be a non-empty string (the response to score)")
+                self.target_ids = list(tok(target, add_special_tokens=False)["input_ids"])
+            self.target = tok.decode(self.target_ids)
+            self.target_class = None
+        self._prefix: PrefixCache | None = None
+        if prefix_cache and model.kind == "causal-lm":
+            self._prefix = self._build_prefix()
+        self.fingerprint = fingerprint_of(
+            lens="features", version=LENS_VERSION, model=model.identity, dtype=str(model.dtype),
+            prompt=prompt, system=system, spans=self.spans, mask=self.mask_mode, replacement=self.replacement,
+            chat=self.chat, target_ids=self.target_ids, target_class=self.target_class,
+        )
+        if model.kind == "causal-lm":
+            self.full_value = float(self.compute(np.ones((1, self.n_features), dtype=bool))[0])
+
+    # -- masking
+    def _replacement(self, mask: str) -> tuple[str | None, str]:
+        tok = self.model.tokenizer
+        if mask == "remove":
+            return None, "remove"
+        if mask in ("unk", "mask"):
+            token = getattr(tok, f"{mask}_token", None)
+            if not token:
+                other = "mask" if mask == "unk" else "unk"
+                raise SpexInputError(
+                    f"the tokenizer of {self.model.uri} has no {mask} token; use mask='remove', mask='{other}' or a "
+                    f"replacement string such as mask='___'"
+                )
+            return str(token), mask
+        if isinstance(mask, str):
+            return mask, "string"
+        raise SpexInputError(f"mask must be 'remove', 'unk', 'mask' or a replacement string; got {mask!r}")
+
+    def masked_prompt(self, keep: np.ndarray) -> str:
+        """The user's content under one mask (before any template)."""
+        return render(self.prompt, self.spans, np.asarray(keep, dtype=bool), self.replacement)
+
+    def model_input(self, keep: np.ndarray) -> str:
+        """The exact text the model reads for one mask: the template applied to the masked content."""
+        content = self.masked_prompt(keep)
+        if not self.chat:
+            return content
+        messages = ([{"role": "system", "content": self.system}] if self.system is not None else []) + [
+            {"role": "user", "content": content}]
+        return self.model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _prompt_ids(self, keep: np.ndarray) -> list[int]:
+        text = self.model_input(keep)
+        # A chat template writes its own special tokens (BOS, role markers); plain text gets the usual ones.
+        return list(self.model.tokenizer(text, add_special_tokens=not self.chat, truncation=self.model.kind == "classifier")["input_ids"])
+
+    def _ids(self, masks: np.ndarray) -> list[list[int]]:
+        """Token ids of each masked prompt (memoised: ``cost`` and ``compute`` see the same masks)."""
+        keys = [np.packbits(m).tobytes() for m in masks]
+        missing = [i for i, k in enumerate(keys) if k not in self._memo]
+        if missing:
+            texts = [self.model_input(masks[i]) for i in missing]
+            enc = self.model.tokenizer(texts, add_special_tokens=not self.chat,
+                                       truncation=self.model.kind == "classifier")["input_ids"]
+            if len(self._memo) + len(missing) > 200_000:
+                self._memo.clear()
+            for i, ids in zip(missing, enc):
+                self._memo[keys[i]] = list(ids)
+        return [self._memo[k] for k in keys]
+
+    def _build_prefix(self) -> PrefixCache | None:
+        """KV cache of the token prefix every masked prompt shares (the template head)."""
+        n = self.n_features
+        probes = [np.ones(n, dtype=bool), np.zeros(n, dtype=bool)]
+        seqs = [self._prompt_ids(p) for p in probes]
+        common = 0
+        for a, b in zip(*seqs):
+            if a != b:
+                break
+            common += 1
+        common = min(common, min(len(s) for s in seqs) - 1)
+        if common < 2:
+            return None
+        try:
+            return PrefixCache(self.model.model, seqs[0][:common])
+        except TypeError:
+            return None
+
+    # -- the value function
+    def cost(self, masks: np.ndarray) -> np.ndarray:
+        return np.array([len(s) + len(self.target_ids) for s in self._ids(np.asarray(masks, dtype=bool))], dtype=np.float64)
+
+    def compute(self, masks: np.ndarray) -> np.ndarray:
+        seqs = self._ids(masks)
+        with torch.inference_mode():
+            if self.model.kind == "classifier":
+                logits = classifier_logits(self.model.model, seqs, pad_id=self._pad)
+                return logits[:, self.target_class].double().cpu().numpy()
+            prefix = self._prefix
+            if prefix is not None and all(tuple(s[: prefix.length]) == prefix.ids for s in seqs):
+                rows = [s[prefix.length:] + self.target_ids for s in seqs]
+            else:
+                prefix, rows = None, [s + self.target_ids for s in seqs]
+            values = causal_logprobs(self.model.model, rows, [len(self.target_ids)] * len(rows), pad_id=self._pad,
+                                     prefix=prefix)
+            return values.double().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lens": "features", "model": self.model.uri, "model_identity": self.model.identity,
+                "kind": self.model.kind, "prompt": self.prompt, "system": self.system, "unit": self.unit,
+                "mask": self.mask_mode, "replacement": self.replacement, "chat": self.chat, "target": self.target,
+                "target_tokens": len(self.target_ids), "full_value": self.full_value,
+                "prefix_cache_tokens": self._prefix.length if self._prefix is not None else 0}
+
+
+def features(model: LoadedModel | str, prompt: str, *, target: str | int | None = None,
+             unit: Unit | Sequence[tuple[int, int]] | Sequence[str] = "word", mask: str = "remove",
+             system: str | None = None, chat: bool | None = None, max_new_tokens: int = 48,
+             prefix_cache: bool = False) -> FeatureLens:
+    """A value function over the segments of ``prompt``: ``vf(masks (B, n)) -> (B,)``.
+
+    * ``model``: a :class:`~spex.models.LoadedModel` or a URI for :func:`spex.models.load`.
+    * ``target``: causal LM — the response to score (default: the model's greedy answer to the full
+      prompt, at most ``max_new_tokens`` tokens, kept as ``vf.target``); classifier — the class (name
+      or index) whose logit is the value (default: the class predicted on the full prompt).
+    * ``unit``: ``"word"`` | ``"sentence"`` | a list of ``(start, end)`` spans | a list of substrings.
+    * ``mask``: ``"remove"`` the segment, replace it by the tokenizer's ``"unk"`` or ``"mask"`` token,
+      or by any other string given literally.
+    * ``system``: a system message for chat models; ``chat``: apply the chat template (default: when
+      the tokenizer has one). The template is applied after masking.
+    * ``prefix_cache``: reuse the KV cache of the template prefix shared by every masked prompt.
+    """
+    return FeatureLens(as_loaded(model), prompt, target=target, unit=unit, mask=mask, system=system, chat=chat,
+                       max_new_tokens=max_new_tokens, prefix_cache=prefix_cache)
