@@ -144,7 +144,11 @@ def main() -> None:
             holdout = mask_sampling.holdout(n, 1000, seed=10_000 + n)
             for kind in args.kinds:
                 game = planted(n, kind, noise=0.0, seed=args.seed + n)
-                budget = int(args.alpha * n * math.log2(n)) * 4
+                from spex.methods.bch import parameter_search
+
+                # the reference setting: b = 8, t = 5, C = 3 -> C·(p+1)·2^b masks (31,488 at n = 128)
+                _, length, dim = parameter_search(n, 5)
+                budget = 3 * (length - dim + 1) * 2**8
                 try:
                     ours = run_ours(game, n, budget, "spex", args.seed, holdout)
                 except Exception as exc:  # report, don't hide
@@ -152,7 +156,8 @@ def main() -> None:
                     continue
                 row = {"section": "spex", "kind": kind, "n": n, "noise": 0.0, "budget": budget, "ours": ours,
                        "shapiq": run_shapiq(game, n, budget, "spex", args.seed, holdout, decoder_type="soft",
-                                            degree_parameter=ours["diagnostics"].get("t", 5))}
+                                            degree_parameter=ours["diagnostics"].get("t", 5)),
+                       "note": f"b={ours['diagnostics'].get('b')} t={ours['diagnostics'].get('t')}"}
                 emit(row)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
