@@ -53,7 +53,7 @@ def _errors() -> Iterator[None]:
     """Turn the failures a read path can meet into the one-line, exit-2 contract."""
     import sqlalchemy as sa
 
-    from spex.store import AuditNotFound, StoreConfigError, SubjectNotFound
+    from spex.store import AuditNotFound, SchemaTooNew, StoreConfigError, SubjectNotFound
 
     try:
         yield
@@ -61,7 +61,7 @@ def _errors() -> Iterator[None]:
         raise
     except (AuditNotFound, SubjectNotFound) as exc:
         _fail(exc.args[0] if exc.args else str(exc))
-    except (StoreConfigError, ConnectionError, ValueError) as exc:
+    except (StoreConfigError, SchemaTooNew, ConnectionError, ValueError) as exc:
         _fail(str(exc))
     except sa.exc.SQLAlchemyError as exc:
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -12,7 +12,7 @@ Imports SQLAlchemy and Alembic, never MLflow or Prefect (see ``spex.tracking`` f
 """
 
 from spex.store.db import StoreConfigError, create_engine, describe_url, mask_secrets
-from spex.store.migrate import current_revision, downgrade, ensure_schema, head_revision, upgrade
+from spex.store.migrate import SchemaTooNew, current_revision, downgrade, ensure_schema, head_revision, upgrade
 from spex.store.records import (
     AblationSetRecord,
     AuditRecord,
@@ -38,6 +38,7 @@ __all__ = [
     "ModelRef",
     "ModelVersionRecord",
     "ProxyRecord",
+    "SchemaTooNew",
     "StoreConfigError",
     "SubjectNotFound",
     "SubjectRecord",

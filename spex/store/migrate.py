@@ -30,6 +30,17 @@ _at_head: set[str] = set()
 _at_head_lock = threading.Lock()
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer spex than the one running."""
+
+
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises several kinds for unknown ids
+        return False
+
+
 def alembic_config(connection: sa.Connection | None = None) -> Config:
     """An Alembic config for the packaged migrations, bound to ``connection`` when given."""
     cfg = Config()
@@ -89,7 +100,13 @@ def ensure_schema(engine: sa.Engine) -> None:
         if key in _at_head:
             return
     head = head_revision()
-    if current_revision(engine) != head:
+    current = current_revision(engine)
+    if current is not None and current != head and not _known(current):
+        raise SchemaTooNew(
+            f"the metadata DB is at revision {current!r}, which this spex does not know (its newest is "
+            f"{head!r}): it was migrated by a newer spex; upgrade spex instead of the database"
+        )
+    if current != head:
         upgrade(engine, "head")
     with _at_head_lock:
         _at_head.add(key)

@@ -370,10 +370,10 @@ class MetadataStore:
         """
         if labels is not None and n_features is None:
             n_features = len(labels)
-        if labels is not None and len(labels) != n_features:
-            raise ValueError(f"{len(labels)} labels for n_features={n_features}")
 
         def work(session: Session) -> int:
+            if labels is not None and len(labels) != n_features:
+                raise ValueError(f"{len(labels)} labels for n_features={n_features}")
             stmt = _insert(session, Subject).values(
                 lens=lens,
                 content_digest=content_digest,

@@ -73,3 +73,23 @@ def test_first_use_migrates(db_url):
 def test_store_without_migration_leaves_the_database_alone(db_url):
     with MetadataStore(db_url, migrate=False) as store:
         assert current_revision(store.engine) is None
+
+
+def test_a_database_migrated_by_a_newer_spex_is_refused(db_url):
+    import pytest
+    from typer.testing import CliRunner
+
+    from spex.cli import app
+    from spex.store import SchemaTooNew
+
+    engine = create_engine(db_url)
+    try:
+        upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaTooNew, match="9999_from_the_future"):
+        MetadataStore(db_url)
+    result = CliRunner().invoke(app, ["audits", "list", "--db", db_url])
+    assert result.exit_code == 2 and "upgrade spex instead of the database" in result.stderr

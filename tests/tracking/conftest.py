@@ -103,7 +103,7 @@ def mlflow_server(postgres_database: str, tmp_path_factory: pytest.TempPathFacto
 
 def _stop_group(proc: subprocess.Popen) -> None:
     """Stop the server and every process it started (its own process group): TERM, then KILL."""
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 15)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
