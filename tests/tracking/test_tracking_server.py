@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import urllib.request
 
 import lightgbm as lgb
@@ -173,7 +174,7 @@ def test_audit_round_trip_through_a_real_mlflow_server(mlflow_server, metadata_u
         frame = pd.read_parquet(io.BytesIO(data))
         np.testing.assert_array_equal(frame[[f"f{i}" for i in range(len(LABELS))]].to_numpy(), s["masks"])
         np.testing.assert_array_equal(frame["value"].to_numpy(), s["values"])
-        source_url = __import__("json").loads(inputs["train"].source)["url"]
+        source_url = json.loads(inputs["train"].source)["url"]
         with urllib.request.urlopen(source_url, timeout=10) as response:
             assert response.read() == data
 
