@@ -84,6 +84,20 @@ def run_shapiq(game: PlantedGame, n: int, budget: int, method: str, seed: int, h
             "support": len(mobius)}
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table for benchmarks/README.md."""
+    lines = ["| section | game | n | noise | budget | ours R² | shapiq R² | ours s | shapiq s | time ratio | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        o, p = r.get("ours", {}), r.get("shapiq", {})
+        fmt = lambda v, f: (f % v) if isinstance(v, (int, float)) and v == v else "–"  # noqa: E731
+        ratio = o["seconds"] / p["seconds"] if o and p else float("nan")
+        lines.append(f"| {r['section']} | {r['kind']} | {r['n']} | {r['noise']} | {r['budget']} | {fmt(o.get('r2'), '%.4f')} | "
+                     f"{fmt(p.get('r2'), '%.4f')} | {fmt(o.get('seconds'), '%.2f')} | {fmt(p.get('seconds'), '%.2f')} | "
+                     f"{fmt(ratio, '%.3f')} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ns", type=int, nargs="+", default=[64, 128, 512, 1024])
@@ -160,6 +174,7 @@ def main() -> None:
                        "note": f"b={ours['diagnostics'].get('b')} t={ours['diagnostics'].get('t')}"}
                 emit(row)
 
+    print("\n" + markdown(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
