@@ -299,3 +299,8 @@ def features(model: LoadedModel | str, prompt: str, *, target: str | int | None 
     """
     return FeatureLens(as_loaded(model), prompt, target=target, unit=unit, mask=mask, system=system, chat=chat,
                        max_new_tokens=max_new_tokens, prefix_cache=prefix_cache)
+
+
+from spex.lenses import _callable_module  # noqa: E402
+
+_callable_module(__name__)

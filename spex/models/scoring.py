@@ -165,3 +165,25 @@ def greedy_continuation(model: torch.nn.Module, tokenizer: Any, prompt_ids: Sequ
             if t in eos:
                 return new[:i]
     return new
+
+
+def embed(loaded: Any, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """Mean-pooled last hidden states (float64, (N, d)) of any loaded model's encoder/decoder body.
+
+    Mean pooling over real tokens is what sentence encoders such as all-MiniLM-L6-v2 were trained for;
+    for a classifier or a causal LM the body under the head is used the same way.
+    """
+    model, tok = loaded.model, loaded.tokenizer
+    body = getattr(model, "base_model", model)
+    device = next(model.parameters()).device
+    pad = pad_id_of(tok)
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            chunk = [list(tok(t, truncation=True)["input_ids"]) for t in texts[start : start + batch_size]]
+            ids, att = pad_right(chunk, pad, device)
+            hidden = body(input_ids=ids, attention_mask=att).last_hidden_state.double()
+            weights = att.unsqueeze(-1).double()
+            out.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy())
+    width = int(getattr(model.config, "hidden_size", 0)) or 0
+    return np.concatenate(out) if out else np.zeros((0, width))
