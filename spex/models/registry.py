@@ -79,7 +79,9 @@ def resolve(uri: str, *, tracking_uri: str | None = None, registry_uri: str | No
                 + " (check the name, or point MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI at the right server)"
             ) from exc
         source.update(name=mv.name, version=str(mv.version), run_id=mv.run_id, model_source=mv.source)
-        artifact_uri = f"models:/{mv.name}/{mv.version}"
+        # The version's own artifact location: a models:/ URI would be resolved against MLflow's global
+        # registry setting, not the one given here.
+        artifact_uri = client.get_model_version_download_uri(mv.name, mv.version)
         key = f"{mv.name}/{mv.version}"
         identity_prefix = f"mlflow:{mv.name}/{mv.version}"
     else:

@@ -83,6 +83,7 @@ def gpt2_dir(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     tok = bpe_tokenizer()
+    tok.chat_template = None  # a base model like the original GPT-2: prompts are scored as plain text
     cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=32, n_layer=2, n_head=4, initializer_range=INIT,
                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return _save(GPT2LMHeadModel(cfg), tok, tmp_path_factory.mktemp("gpt2"))
