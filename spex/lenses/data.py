@@ -88,8 +88,8 @@ def _standardise(problem: DataProblem) -> tuple[np.ndarray, np.ndarray]:
 class LogisticTrainer(Trainer):
     """Batched L2 logistic regression on frozen embeddings (softmax over classes; sigmoid for two).
 
-    Objective per mask b: mean cross-entropy over the kept examples + ``l2``/2 · ||W||² (bias not
-    penalised); an empty subset gives W = 0 (margin 0). ``steps`` preconditioned gradient steps from 0
+    Objective per mask b: mean cross-entropy over the kept examples + ``l2``/2 · ||W||² (softmax
+    weights, one column per class; bias not penalised); an empty subset gives W = 0 (margin 0). ``steps`` preconditioned gradient steps from 0
     (the preconditioner is the exact Hessian at the start, in the SVD basis).
     """
 
@@ -105,6 +105,12 @@ class LogisticTrainer(Trainer):
     def options(self) -> dict[str, Any]:
         return {"l2": self.l2, "steps": self.steps, "dtype": str(self.dtype)}
 
+    def _l2_eff(self, problem: DataProblem) -> float:
+        """Two classes are fitted with one weight vector w = w1 - w0; the softmax penalty
+        λ/2·(||w0||² + ||w1||²) is λ/4·||w||² at its optimum (w0 = -w1), so ``l2`` means the same for
+        two classes as for more."""
+        return self.l2 / 2 if problem.n_classes == 2 else self.l2
+
     def _basis(self, problem: DataProblem) -> dict[str, torch.Tensor]:
         key = f"logistic-basis-{self.dtype}"
         if key not in problem.cache:
@@ -115,7 +121,7 @@ class LogisticTrainer(Trainer):
             zt = Vt[:r] @ xt                     # the target's component in that span (the rest meets w = 0)
             n = len(Z)
             curvature = 0.25 if problem.n_classes == 2 else 0.5   # bound on the loss's second derivative
-            precond = np.r_[1.0 / (curvature * S[:r] ** 2 / n + self.l2), 1.0 / curvature]  # bias last
+            precond = np.r_[1.0 / (curvature * S[:r] ** 2 / n + self._l2_eff(problem)), 1.0 / curvature]  # bias last
             t = lambda a: torch.as_tensor(a, dtype=self.dtype)  # noqa: E731
             problem.cache[key] = {"Z": t(np.c_[Z, np.ones(n)]), "zt": t(np.r_[zt, 1.0]), "P": t(precond),
                                   "R": t(np.r_[np.ones(r), 0.0])}
@@ -136,7 +142,7 @@ class LogisticTrainer(Trainer):
             for _ in range(self.steps):
                 f = w @ Z.T                                      # (B, n) logit of class 1
                 resid = (torch.sigmoid(f) - (sign > 0).to(self.dtype)) * Mn
-                grad = resid @ Z + self.l2 * R * w
+                grad = resid @ Z + self._l2_eff(problem) * R * w
                 w = w - grad * P
             f_t = w @ zt
             return (f_t if problem.target_class == 1 else -f_t).double().numpy()
