@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -85,7 +86,8 @@ def run_shapiq(game: PlantedGame, n: int, budget: int, method: str, seed: int, h
     cls = shapiq.ProxySPEX if method == "proxyspex" else shapiq.SPEX
     approximator = cls(n=n, index="FBII", max_order=None, random_state=seed, **kwargs)
     t0 = time.perf_counter()
-    values = approximator.approximate(budget, timed)
+    with threadpool_limits(1):  # the same single-threaded math as ours (spex.explain's default)
+        values = approximator.approximate(budget, timed)
     total = time.perf_counter() - t0
     mobius = {tuple(int(i) for i in k): float(values.values[j]) for k, j in values.interaction_lookup.items()}
     return {"r2": mobius_r2(n, mobius, game, holdout), "seconds": total - timed.seconds, "calls": timed.calls,

@@ -6,6 +6,8 @@ import importlib
 import time
 from typing import Any
 
+from threadpoolctl import threadpool_info, threadpool_limits
+
 from spex.evaluation import MaskEvaluator, Progress, ValueFn
 from spex.exact import EXACT_MAX_N, all_masks, spectrum_from_table
 from spex.explanation import Explanation
@@ -28,6 +30,24 @@ def get_method(name: str, **options: Any) -> Method:
     return getattr(importlib.import_module(module), cls)(**options)
 
 
+class _LimitedEvaluator:
+    """Lifts the thread limit while the value function runs: a model on CPU wants all its threads."""
+
+    def __init__(self, evaluator: MaskEvaluator, threads: int | None):
+        self.evaluator, self.threads = evaluator, threads
+        # the thread counts in force before explain limited them (restored around value calls)
+        self.original = {lib["prefix"]: lib["num_threads"] for lib in threadpool_info()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.evaluator, name)
+
+    def __call__(self, masks: Any) -> Any:
+        if self.threads is None or not self.original:
+            return self.evaluator(masks)
+        with threadpool_limits(limits=self.original):
+            return self.evaluator(masks)
+
+
 def explain(
     value_fn: ValueFn,
     n: int,
@@ -37,6 +57,7 @@ def explain(
     seed: int = 0,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    threads: int | None = 1,
     **options: Any,
 ) -> Explanation:
     """Find the interactions that drive ``value_fn`` with at most ``budget`` value calls.
@@ -51,6 +72,10 @@ def explain(
         method: ``proxyspex`` (default), ``spex``, ``linear`` or ``faith_banzhaf``.
         seed: every random choice derives from it: same seed, same masks, same result.
         progress: optional ``callback(done, total)`` over value calls.
+        threads: BLAS/OpenMP threads for the math outside value calls (``None``: the libraries'
+            default). One by default: audits explain many subjects at once (Prefect/Ray workers),
+            and on an oversubscribed machine multi-threaded BLAS and LightGBM spin-wait — measured
+            20x slower on 2 busy cores (docs/engine.md). The value function runs outside this limit.
         **options: method options (see each method's ``defaults``); unknown ones are an error.
     """
     n = check_n(n)
@@ -65,11 +90,13 @@ def explain(
         with timer.stage("sampling"):
             x = all_masks(n)
         table = evaluator(x)
-        with timer.stage("fit"):
+        with timer.stage("fit"), threadpool_limits(threads):
             spectrum = algorithm.from_exact(spectrum_from_table(table))
         diagnostics: dict[str, Any] = {"exact": True}
     else:
-        spectrum, diagnostics = algorithm.fit(evaluator, n, budget, seed, timer)
+        limited = _LimitedEvaluator(evaluator, threads)  # captures the limits before we set ours
+        with threadpool_limits(threads):
+            spectrum, diagnostics = algorithm.fit(limited, n, budget, seed, timer)
         diagnostics.setdefault("exact", False)
     seconds = dict(timer.seconds)
     seconds["value_calls"] = evaluator.seconds

@@ -152,7 +152,7 @@ class ProxySPEX(Method):
         "max_support": 512,
         "max_selection_rows": 16384,
         "refit": True,
-        "num_threads": 0,
+        "num_threads": 1,  # see spex.explain(threads=): oversubscribed OpenMP spin-waits
     }
 
     def __init__(self, **options: Any) -> None:
