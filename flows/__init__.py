@@ -1,2 +1,3 @@
-"""Prefect flows: audit, release audit, scheduled audits. They chain tasks/; they import nothing
-from each other's internals and nothing from spex/ directly but through tasks/."""
+"""Prefect flows: audit, release audit, scheduled audits. They chain the tasks of ``tasks/`` (and use
+``spex.spec`` / ``spex.config`` / ``spex.diff`` for the spec, the paths and the gates); the layers point
+one way: flows -> tasks -> spex."""

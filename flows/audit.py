@@ -1,0 +1,213 @@
+"""The audit flow: one model version × the subjects of one lens → records in MLflow and the metadata
+DB, an HTML report, gates.
+
+    from flows.audit import audit
+    result = audit(spec_dict)                     # or spec_dict + model="models:/sentiment/4"
+    result["passed"], result["report"]["html"]
+
+Order matters for "nothing partial": everything that can reject the input (the spec, the model URI,
+each subject's value function and budget) runs BEFORE the audit is opened in the DB and MLflow; once
+opened, any failure marks the audit failed, closes its MLflow runs as FAILED, and re-raises.
+
+The flow itself only chains tasks; every stage is a task in :mod:`tasks` (cached on content hashes,
+retried on transient errors, model calls under the ``spex-model`` concurrency limit).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from prefect import flow
+from prefect.context import get_run_context
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+from spex import config
+from spex.diff import evaluate_gates
+from spex.spec import AuditSpec, ModelSpec, subject_digest, validate_spec
+from tasks import runtime
+from tasks.ablate import ablate, ensure_model_limit
+from tasks.fit import fit
+from tasks.prepare import lens_versions, prepare_subject, resolve_model
+from tasks.record import diff_against_baseline, fail_audit, finish_audit, open_audit, publish, record_subject, write_report
+from tasks.sample import sample_masks
+from tasks.search import search
+from tasks.validate import plan_removal, validate
+
+
+def with_model(spec: AuditSpec, model: str | dict[str, Any] | None) -> AuditSpec:
+    """The spec with its model replaced (a URI keeps the spec's device / dtype options)."""
+    if model is None:
+        return spec
+    if isinstance(model, str):
+        return spec.model_copy(update={"model": spec.model.model_copy(update={"uri": model})})
+    return spec.model_copy(update={"model": ModelSpec.model_validate(model)})
+
+
+def _flow_run_id() -> str:
+    try:
+        return get_run_context().flow_run.id.hex  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001  (called outside a flow run: a fresh id)
+        import uuid
+
+        return uuid.uuid4().hex
+
+
+def _ablate_all(spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, store_root: str, role: str,
+                chunk: int, refresh: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Values of all ``masks`` through chunked ablate task runs; counts what was computed vs cached."""
+    task = ablate.with_options(refresh_cache=True) if refresh else ablate
+    values = np.empty(len(masks))
+    stats = {"computed": 0, "from_store": 0, "cached_chunks": 0, "chunks": 0, "compute_seconds": 0.0}
+    for lo in range(0, len(masks), chunk):
+        part = masks[lo:lo + chunk]
+        state = task(spec, info["id"], info["fingerprint"], part, store_root, role, return_state=True)
+        result = state.result()
+        values[lo:lo + len(part)] = result["values"]
+        stats["chunks"] += 1
+        if state.name == "Cached":
+            stats["cached_chunks"] += 1
+            stats["from_store"] += len(part)
+            runtime.emit("masks", subject=info["id"], role=role, count=len(part), computed=False)
+        else:
+            stats["computed"] += result["stats"]["computed"]
+            stats["from_store"] += result["stats"]["from_store"]
+            stats["compute_seconds"] += result["stats"]["compute_seconds"]
+    return values, stats
+
+
+def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        total[key] = total.get(key, 0) + value
+
+
+@flow(name="spex-audit", log_prints=False)
+def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind: str = "audit",
+          baseline_model: dict[str, Any] | None = None, baseline_audit_id: str | None = None,
+          db_url: str | None = None, tracking_uri: str | None = None, refresh_cache: bool = False) -> dict[str, Any]:
+    """Audit one model version on the spec's subjects; returns the outcome (ids, gates, report paths).
+
+    ``model`` overrides the spec's model (a URI, or a model mapping). With ``baseline_audit_id`` the
+    audit is compared with that recorded audit (a release audit): the diff gates apply and the report
+    shows the diff. ``refresh_cache`` ignores Prefect's task cache (the ablation store still serves
+    stored masks: nothing measured is ever measured twice).
+    """
+    audit_spec = with_model(validate_spec(spec), model)
+    spec_dict = audit_spec.public_dict()
+    root = config.data_dir()
+    store_root = str(root / "ablations")
+    loads_before = dict(runtime.COUNTERS)
+    started = time.perf_counter()
+    opts = {"refresh_cache": True} if refresh_cache else {}
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(root / "prefect" / "results")}):
+        ensure_model_limit()
+        audit_id = _flow_run_id()
+        # -- everything that can reject the input, before anything is recorded
+        model_key = runtime.cheap_model_key(audit_spec.model)
+        model_info = resolve_model.with_options(**opts)(spec_dict, model_key)
+        versions = lens_versions()
+        infos = [prepare_subject.with_options(**opts)(spec_dict, s.id, model_key, subject_digest(audit_spec, s), versions)
+                 for s in audit_spec.subjects]
+        runtime.emit("audit_start", audit_id=audit_id, kind=kind, model=model_info["name"], uri=audit_spec.model.uri,
+                     revision=model_info["revision"],
+                     subjects=[{"id": i["id"], "n": i["n"], "budget": i["budget"], "holdout": audit_spec.holdout}
+                               for i in infos])
+        extra = {"baseline_audit_id": baseline_audit_id} if baseline_audit_id else None
+        opened = open_audit(db_url, tracking_uri, audit_id, model_info, spec_dict, kind, baseline_model, extra)
+        run_id = opened["run_id"]
+        try:
+            outcome = _audit_subjects(audit_spec, spec_dict, infos, store_root, opened, db_url, tracking_uri,
+                                      refresh_cache)
+            diffs = None
+            if baseline_audit_id:
+                diffs = diff_against_baseline(db_url, audit_id, baseline_audit_id, audit_spec.ranking.index,
+                                              audit_spec.ranking.top_k)
+            gates = [g.as_dict() for g in evaluate_gates(
+                audit_spec.gates, faithfulness={k: v["heldout_r2"] for k, v in outcome.items()},
+                rankings={k: v["ranking"] for k, v in outcome.items()}, diffs=diffs, k=audit_spec.ranking.top_k)]
+            r2s = [v["heldout_r2"] for v in outcome.values() if v["heldout_r2"] is not None]
+            faithfulness = min(r2s) if r2s else None
+            totals: dict[str, Any] = {}
+            for v in outcome.values():
+                _add(totals, {k: v["stats"][k] for k in ("computed", "from_store", "cached_chunks", "chunks")})
+            passed = finish_audit(db_url, tracking_uri, audit_id, run_id, gates,
+                                  {"min_heldout_r2": faithfulness, "masks_computed": totals.get("computed", 0),
+                                   "masks_from_store": totals.get("from_store", 0),
+                                   "seconds": time.perf_counter() - started})
+            report = write_report(db_url, audit_id, str(root / "reports" / audit_id))
+            published = publish(tracking_uri, run_id, audit_id, report, model_info, passed, faithfulness)
+        except BaseException as exc:
+            fail_audit(db_url, tracking_uri, audit_id, run_id, f"{type(exc).__name__}: {exc}", model_info)
+            raise
+    result = {
+        "audit_id": audit_id,
+        "kind": kind,
+        "passed": bool(passed),
+        "gates": gates,
+        "diffs": diffs,
+        "model": model_info,
+        "baseline_audit_id": baseline_audit_id,
+        "mlflow_run_id": run_id,
+        "mlflow_experiment_id": opened["experiment_id"],
+        "report": report,
+        "registry_tags": published.get("registry_tags"),
+        "min_heldout_r2": faithfulness,
+        "subjects": {k: {key: v[key] for key in ("heldout_r2", "ranking", "n", "budget", "stats", "removal")}
+                     for k, v in outcome.items()},
+        "model_calls": {"masks_computed": int(totals.get("computed", 0)),
+                        "model_loads": runtime.COUNTERS["model_loads"] - loads_before["model_loads"],
+                        "value_functions_built": runtime.COUNTERS["value_functions"] - loads_before["value_functions"]},
+        "seconds": time.perf_counter() - started,
+    }
+    runtime.emit("audit_done", audit_id=audit_id, passed=result["passed"], report=report["html"])
+    return result
+
+
+def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: list[dict[str, Any]], store_root: str,
+                    opened: dict[str, Any], db_url: str | None, tracking_uri: str | None,
+                    refresh: bool) -> dict[str, dict[str, Any]]:
+    """Sample → ablate → fit → search → validate → record, subject by subject."""
+    opts = {"refresh_cache": True} if refresh else {}
+    chunk = audit_spec.batch.chunk_size
+    outcome = {}
+    for info in infos:
+        sid = info["id"]
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        samples = sample_masks.with_options(**opts)(audit_spec.method, audit_spec.method_options, info["n"],
+                                                    info["budget"], audit_spec.seed, audit_spec.holdout, subject=sid)
+        seconds["sample"] = time.perf_counter() - t
+        runtime.emit("subject_start", subject=sid,
+                     total=len(samples["train"]) + len(samples["holdout"]) + 3)
+        t = time.perf_counter()
+        train, s1 = _ablate_all(spec_dict, info, samples["train"], store_root, "train", chunk, refresh)
+        held, s2 = _ablate_all(spec_dict, info, samples["holdout"], store_root, "holdout", chunk, refresh)
+        seconds["ablate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fitted = fit.with_options(**opts)(info["fingerprint"], audit_spec.method, audit_spec.method_options, info["n"],
+                                          info["budget"], audit_spec.seed, samples["train"], train, subject=sid)
+        seconds["fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ranking = audit_spec.ranking
+        tables = search(fitted["spectrum"], info["labels"], ranking.index, ranking.order, ranking.record_top,
+                        subject=sid)
+        seconds["search"] = time.perf_counter() - t
+        t = time.perf_counter()
+        plan = plan_removal(fitted["spectrum"], audit_spec.removal_r, info["labels"], subject=sid)
+        removal_values, s3 = _ablate_all(spec_dict, info, plan["masks"], store_root, "removal", chunk, refresh)
+        validation = validate(fitted["spectrum"], samples["holdout"], held, plan, removal_values, subject=sid)
+        seconds["validate"] = time.perf_counter() - t
+        stats: dict[str, Any] = {}
+        for part in (s1, s2, s3):
+            _add(stats, part)
+        t = time.perf_counter()
+        recorded = record_subject(db_url, tracking_uri, opened["audit_id"], opened["run_id"], audit_spec.lens, info,
+                                  samples, {"train": train, "holdout": held}, fitted, tables, validation,
+                                  {**stats, "seconds": seconds})
+        seconds["record"] = time.perf_counter() - t
+        outcome[sid] = {"heldout_r2": validation["heldout_r2"], "ranking": tables["ranking"], "n": info["n"],
+                        "budget": info["budget"], "stats": {**stats, "seconds": seconds},
+                        "removal": validation["removal"], "subject_id": recorded["subject_id"]}
+        runtime.emit("subject_done", subject=sid, heldout_r2=validation["heldout_r2"], stats=stats)
+    return outcome

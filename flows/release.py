@@ -1,0 +1,45 @@
+"""The release audit: a candidate model version against its baseline, ending in pass / fail.
+
+1. audit the baseline (a plain audit; cheap when it was audited before: the ablation store and the
+   task cache serve every mask already measured);
+2. audit the candidate as a ``release`` audit linked to the baseline's audit: its report and gates
+   include, per subject, the diff of the ranked interactions (appeared, disappeared, sign flips, rank
+   correlation, top-k Jaccard, rank shifts) and every configured gate;
+3. the candidate's MLflow registry version (if it is one) is tagged with the outcome.
+
+Returns the candidate's outcome (``passed`` decides the CLI's exit code) with the baseline's inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.audit import audit, with_model
+from spex.spec import SpecError, validate_spec
+
+
+@flow(name="spex-release-audit", log_prints=False)
+def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: str | None = None,
+                  db_url: str | None = None, tracking_uri: str | None = None,
+                  refresh_cache: bool = False) -> dict[str, Any]:
+    """Audit ``baseline`` then ``candidate`` (default: the spec's ``baseline`` and ``model``) and diff them."""
+    audit_spec = validate_spec(spec)
+    candidate_spec = with_model(audit_spec, candidate)
+    if baseline is not None:
+        baseline_spec = with_model(audit_spec, baseline)
+    elif audit_spec.baseline is not None:
+        baseline_spec = audit_spec.model_copy(update={"model": audit_spec.baseline})
+    else:
+        raise SpecError("spec field `baseline` is missing: a release audit compares a candidate with a baseline; "
+                        "fix: add baseline: <model URI> to the spec or pass --baseline URI", field="baseline")
+    if baseline_spec.model == candidate_spec.model:
+        raise SpecError(f"the candidate and the baseline are the same model ({candidate_spec.model.uri}); fix: pass "
+                        "--candidate and --baseline URIs of two different versions", field="baseline")
+    base = audit(spec, model=baseline_spec.model.model_dump(mode="json"), kind="audit", db_url=db_url,
+                 tracking_uri=tracking_uri, refresh_cache=refresh_cache)
+    result = audit(spec, model=candidate_spec.model.model_dump(mode="json"), kind="release",
+                   baseline_model=base["model"], baseline_audit_id=base["audit_id"], db_url=db_url,
+                   tracking_uri=tracking_uri, refresh_cache=refresh_cache)
+    return {**result, "baseline": base}

@@ -1,0 +1,113 @@
+"""The JSON export of an audit, with shapiq-compatible interaction values.
+
+``interactions.json`` holds the whole audit (model, gates, per subject: labels, validation, the ranked
+interactions, first-order values, the diff against the baseline). Besides it, ``shapiq/<subject>.<index>.json``
+files are written in shapiq's own ``InteractionValues`` JSON layout (``metadata`` + ``data`` keyed by
+``"0,3"``-style member strings, ``"Empty"`` for the empty set), so
+``shapiq.InteractionValues.load(path)`` reads them back and shapiq's plots and metrics apply unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from spex.report.data import ReportData, SubjectReport
+
+SHAPIQ_INDEX = {"mobius": "Moebius", "fbii": "FBII", "fsii": "FSII", "stii": "STII", "sii": "SII",
+                "banzhaf": "BII", "shapley": "SV", "fourier": "Fourier"}
+
+
+def shapiq_document(s: SubjectReport, rows: list[dict[str, Any]], index: str, *, baseline_value: float,
+                    budget: int | None) -> dict[str, Any]:
+    """One subject's interactions as shapiq's ``InteractionValues.to_json_file`` writes them."""
+    data: dict[str, float] = {"Empty": float(baseline_value)}
+    for r in rows:
+        data[",".join(str(m) for m in sorted(r["members"]))] = float(r["value"])
+    max_order = max((len(r["members"]) for r in rows), default=0)
+    return {
+        "object_name": "InteractionValues",
+        "data_type": "interaction_values",
+        "version": "spex",
+        "created_from": None,
+        "description": f"spex audit subject {s.key} ({s.lens} lens); feature labels in parameters.labels",
+        "parameters": {"labels": s.labels, "subject": s.key, "spex_index": index},
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "metadata": {
+            "n_players": int(s.n),
+            "index": SHAPIQ_INDEX.get(index, index),
+            "max_order": int(max_order),
+            "min_order": 0,
+            "estimated": not bool(s.metrics.get("exact")),
+            "estimation_budget": int(budget) if budget is not None else None,
+            "baseline_value": float(baseline_value),
+        },
+        "data": data,
+    }
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "subject"
+
+
+def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(the audit document, {file name: shapiq document})."""
+    import spex
+
+    subjects = {}
+    shapiq_files: dict[str, dict[str, Any]] = {}
+    for s in data.subjects:
+        budget = s.metrics.get("budget")
+        baseline = s.metrics.get("baseline_value")
+        empty = s.metrics.get("empty_value")
+        subjects[s.key] = {
+            "lens": s.lens, "n_players": s.n, "labels": s.labels, "index": s.index,
+            "heldout_r2": s.heldout_r2, "n_heldout": s.n_heldout, "removal": s.removal, "metrics": s.metrics,
+            "interactions": s.ranking, "first_order": {"index": "shapley", "values": s.first_order()},
+            "pairs": s.pairs, "diff": s.diff.to_dict() if s.diff else None,
+        }
+        if s.ranking:
+            name = f"{_safe(s.key)}.{s.index}.json"
+            shapiq_files[name] = shapiq_document(s, s.ranking, s.index,
+                                                 baseline_value=baseline if baseline is not None else 0.0,
+                                                 budget=budget)
+        if s.shapley:
+            name = f"{_safe(s.key)}.shapley.json"
+            shapiq_files[name] = shapiq_document(s, s.shapley, "shapley",
+                                                 baseline_value=empty if empty is not None else 0.0, budget=budget)
+        subjects[s.key]["shapiq_files"] = [f for f in shapiq_files if f.startswith(_safe(s.key) + ".")]
+    document = {
+        "format": "spex.audit/1",
+        "spex_version": spex.__version__,
+        "audit": {"id": data.audit_id, "kind": data.kind, "status": data.status, "passed": data.passed,
+                  "model": data.model, "baseline": data.baseline, "baseline_audit_id": data.baseline_audit_id,
+                  "started_at": data.started_at.isoformat() if data.started_at else None,
+                  "finished_at": data.finished_at.isoformat() if data.finished_at else None,
+                  "mlflow_run_id": data.mlflow_run_id, "spec": data.spec, "top_k": data.top_k},
+        "gates": data.gates,
+        "subjects": subjects,
+    }
+    return document, shapiq_files
+
+
+def write_export(data: ReportData, out_dir: Path) -> Path:
+    """Write ``interactions.json`` and ``shapiq/*.json`` under ``out_dir``; returns the former's path."""
+    document, files = export(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shapiq_dir = out_dir / "shapiq"
+    shapiq_dir.mkdir(exist_ok=True)
+    for name, doc in files.items():
+        (shapiq_dir / name).write_text(json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False,
+                                                  default=str), encoding="utf-8")
+    path = out_dir / "interactions.json"
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False, default=_default), encoding="utf-8")
+    return path
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
