@@ -61,7 +61,7 @@ def jsonable(obj: Any) -> Any:
 
 
 def fit_method(method: str, options: dict[str, Any], n: int, budget: int, seed: int, masks: np.ndarray,
-               values: np.ndarray) -> dict[str, Any]:
+               values: np.ndarray, *, threads: int | None = 1) -> dict[str, Any]:
     """Run ``method`` on the measured (masks, values); returns the spectrum (JSON), diagnostics, the
     proxy booster (LightGBM model text) when there is one, seconds per stage and the masks used."""
     import spex
@@ -69,18 +69,23 @@ def fit_method(method: str, options: dict[str, Any], n: int, budget: int, seed: 
     from spex.exact import EXACT_MAX_N, all_masks, spectrum_from_table
     from spex.methods.base import StageTimer
 
+    from threadpoolctl import threadpool_limits
+
     algorithm = spex.get_method(method, **options)
     evaluator = MaskEvaluator(ReplayValueFunction(masks, values), n)
     timer = StageTimer()
     start = time.perf_counter()
-    if n <= EXACT_MAX_N and (1 << n) <= budget:
-        table = evaluator(all_masks(n))
-        with timer.stage("fit"):
-            spectrum = algorithm.from_exact(spectrum_from_table(table))
-        diagnostics: dict[str, Any] = {"exact": True}
-    else:
-        spectrum, diagnostics = algorithm.fit(evaluator, n, budget, seed, timer)
-        diagnostics.setdefault("exact", False)
+    # One BLAS/OpenMP thread, as spex.explain does by default: on shared, busy cores multi-threaded
+    # LightGBM / BLAS spin-wait (docs/engine.md); the replayed value function needs no threads.
+    with threadpool_limits(threads):
+        if n <= EXACT_MAX_N and (1 << n) <= budget:
+            table = evaluator(all_masks(n))
+            with timer.stage("fit"):
+                spectrum = algorithm.from_exact(spectrum_from_table(table))
+            diagnostics: dict[str, Any] = {"exact": True}
+        else:
+            spectrum, diagnostics = algorithm.fit(evaluator, n, budget, seed, timer)
+            diagnostics.setdefault("exact", False)
     booster = getattr(algorithm, "booster_", None)
     seconds = dict(timer.seconds)
     seconds["total"] = time.perf_counter() - start
