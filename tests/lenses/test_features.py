@@ -153,14 +153,16 @@ def test_batch_equals_single_and_one_forward(llama):
     np.testing.assert_allclose(batched, [vf(m[None])[0] for m in masks], atol=1e-4)
 
 
-def test_prefix_cache_gives_the_same_values(llama):
-    plain = features(llama, PROMPT, target=" The answer is yes.")
+def test_prefix_cache_gives_the_same_values(llama, gpt2):
+    plain = features(llama, PROMPT, target=" The answer is yes.", prefix_cache=False)
     cached = features(llama, PROMPT, target=" The answer is yes.", prefix_cache=True)
     assert cached._prefix is not None and cached._prefix.length >= 8
     assert cached.fingerprint == plain.fingerprint  # same values, so the same store entries
     masks = np.random.default_rng(2).random((9, plain.n_features)) < 0.5
     masks[0] = False
     np.testing.assert_allclose(cached(masks), plain(masks), atol=1e-4)
+    assert features(llama, PROMPT, target=" yes")._prefix is not None  # default: on (template prefix)
+    assert features(gpt2, PROMPT, target=" yes")._prefix is None  # no shared prefix without a template
 
 
 def test_classifier_value_is_the_predicted_class_logit(bert):
