@@ -25,18 +25,6 @@ from spex.store import testing as pg
 SERVER_START_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """URL of this session's Postgres test database."""
-    try:
-        with pg.throwaway_database() as url:
-            yield url
-    except pg.PostgresUnavailable as exc:
-        if pg.postgres_required():
-            pytest.fail(f"{exc} (SPEX_REQUIRE_POSTGRES=1)", pytrace=False)
-        pytest.skip(str(exc))
-
-
 @pytest.fixture
 def metadata_url(postgres_database: str) -> Iterator[str]:
     """A fresh schema for the spex metadata store."""
