@@ -209,10 +209,7 @@ def file_digest(path: str | Path) -> str:
 # --------------------------------------------------------------------------------------------- loading
 def _kind_of(cfg: Any) -> Kind:
     """What a config's architecture is for: generation, classification, or plain encoding."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-    )
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     archs = list(getattr(cfg, "architectures", None) or [])
     for arch in archs:
@@ -222,9 +219,11 @@ def _kind_of(cfg: Any) -> Kind:
             return "causal-lm"
     if archs:
         return "encoder"
+    # No architecture recorded (e.g. a GGUF config): decoder families have a causal-LM head and no
+    # masked-LM head; encoders such as BERT have both.
     model_type = getattr(cfg, "model_type", "")
     if getattr(cfg, "is_decoder", False) or (
-        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     ):
         return "causal-lm"
     return "encoder"
@@ -292,7 +291,7 @@ def load_gguf(path: str | Path, *, device: str | torch.device = "auto", dtype: s
     dt = resolve_dtype(dtype, dev)
     tokenizer = transformers.AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
     cfg = transformers.AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
-    kind = kind or _kind_of(cfg)
+    kind = kind or (_kind_of(cfg) if getattr(cfg, "architectures", None) else "causal-lm")  # GGUF holds LMs
     model = _auto_class(kind).from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32)
     return LoadedModel(model=_finish(model, dev, dt), tokenizer=tokenizer, kind=kind,
                        identity=f"gguf:{file_digest(file)}", uri=uri or str(file), path=file)
