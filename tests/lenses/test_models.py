@@ -141,3 +141,25 @@ def test_transformers_flavor_layout(tmp_path, gpt2_dir):
     _merge_tokenizer(folder, root)
     loaded = load(folder, device="cpu")
     np.testing.assert_allclose(logits_of(loaded).numpy(), logits_of(load(gpt2_dir, device="cpu")).numpy())
+
+
+def test_bundled_data():
+    from spex.data import head_tasks, load_head_task, load_prompts, load_sentiment
+    from spex.models.builtins import sentiment_data
+
+    rows = load_sentiment()
+    assert len(rows) == 300 and len({r["text"] for r in rows}) == 300
+    for label in ("positive", "negative"):
+        assert sum(r["label"] == label for r in rows) == 150
+        assert sum(r["label"] == label and r["split"] == "test" for r in rows) == 30
+    negation_or_contrast = [r for r in rows if any(w in r["text"].lower().split() for w in ("not", "but", "never", "no"))
+                            or "n't" in r["text"]]
+    assert len(negation_or_contrast) > 120
+    train, labels = sentiment_data("train")
+    assert len(train) == 240 and sorted(set(labels)) == [0, 1]
+    assert len(sentiment_data("train", "no-negation")[0]) < 200 and len(sentiment_data("train", "half")[0]) == 120
+    assert sentiment_data("test", "half") == sentiment_data("test")  # variants never touch the held-out split
+    assert len(load_prompts("smollm2")) == 3 and all(20 <= len(p.split()) <= 60 for p in load_prompts("smollm2"))
+    assert len(load_prompts("sentiment")) == 5 and "capitals" in head_tasks()
+    prompts, answers = load_head_task("capitals")
+    assert len(prompts) == len(answers) >= 8 and all(a.startswith(" ") for a in answers)
