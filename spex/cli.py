@@ -493,8 +493,9 @@ def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> Non
 
     k = top or 10
     for key, s in result["subjects"].items():
-        table = Table(title=f"{result['model']['name']} · {key} · held-out R² {_fmt_float(s['heldout_r2'], 3)}",
-                      box=None, pad_edge=False, title_justify="left")
+        console.print(f"{result['model']['name']} · {key} · held-out R² {_fmt_float(s['heldout_r2'], 3)}",
+                      markup=False, highlight=False, style="bold")
+        table = Table(box=None, pad_edge=False)
         for column in ("rank", "interaction", "order", "value"):
             table.add_column(column, no_wrap=True, justify="right" if column != "interaction" else "left")
         for r in s["ranking"][:k]:
@@ -509,7 +510,8 @@ def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> Non
                           f"sign flips {len(diff['sign_flips'])}", markup=False, highlight=False)
         console.print()
     if result["gates"]:
-        table = Table(title="gates", box=None, pad_edge=False, title_justify="left")
+        console.print("gates", style="bold")
+        table = Table(box=None, pad_edge=False)
         for column in ("gate", "value", "", "threshold", "result"):
             table.add_column(column, no_wrap=True)
         for g in result["gates"]:

@@ -1,48 +1,147 @@
-"""``make demo``: the main job on the embedded defaults.
+"""``make demo``: the main job end to end, offline, on the embedded defaults (SQLite metadata DB, local
+MLflow store, Prefect's ephemeral API, everything under the data dir).
 
-Until the audit flows land (issue 5), the demo runs the interaction engine end to end: a planted
-game with known interactions, explained by ProxySPEX and SPEX, validated on held-out masks against
-the linear baseline, and the removal test — the same stages an audit chains on a real model.
+1. **features lens on SmolLM2-135M-Instruct** (``builtin:smollm2-135m-instruct``) for two bundled
+   prompts (``spex/data/demo/smollm2-features.yaml``): which words, and which pairs of words, drive the
+   model's answer; validated on held-out masks with real model calls; gated on faithfulness.
+2. **a release audit of two versions of the MiniLM sentiment classifier**: version 1 fine-tuned on the
+   bundled sentences (seed 0), version 2 with another seed on the variant without negation sentences —
+   both registered in the local MLflow registry as ``spex-demo-sentiment`` versions 1 and 2 (aliases
+   ``champion`` and ``candidate``); audited with the heads lens and the data lens
+   (``sentiment-heads.yaml``, ``sentiment-data.yaml``), diffed, gated, and version 2 tagged with the
+   outcome.
+
+It prints the ranked interactions, the gate tables, where the reports are and the command that opens
+the MLflow UI. A second ``make demo`` reuses everything (trained models, registry versions, ablations,
+Prefect task caches) and finishes in a fraction of the time.
+
+Like the CLI, this is an application entry point: it imports the Prefect flows (``flows/``) lazily.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-import spex
-from spex import masks as mask_sampling
-from spex.synthetic import planted
+REGISTERED_MODEL = "spex-demo-sentiment"
+VERSIONS = ((0, "full"), (1, "no-negation"))  # (seed, training variant) of versions 1 and 2
+ALIASES = {"1": "champion", "2": "candidate"}
 
 
-def main() -> None:
-    n = 128
-    game = planted(n, "hierarchical", k=6, order=4, noise=0.05, seed=1)
-    holdout = mask_sampling.holdout(n, 1000, seed=2)
-    budget = int(4 * n * math.log2(n))
-    print(f"planted game: n={n} features, {len(game.mobius)} true interactions, budget {budget} masks\n")
-    rows = []
-    for method, kwargs in (("proxyspex", {}), ("spex", {"t": 4}), ("linear", {})):
-        spex_budget = budget if method != "spex" else 20000
-        ex = spex.explain(game, n, budget=spex_budget, method=method, seed=0, **kwargs)
-        r2 = spex.faithfulness(game.clean, ex.spectrum, holdout)
-        rows.append((method, ex.n_calls, r2, ex.seconds["outside_value_calls"], ex))
-    print(f"{'method':<11}{'masks':>8}{'held-out R²':>14}{'seconds':>10}")
-    for method, calls, r2, seconds, _ in rows:
-        print(f"{method:<11}{calls:>8}{r2:>14.4f}{seconds:>10.2f}")
-    best = rows[0][4]
-    print("\ntop interactions (Möbius), ProxySPEX:")
-    print(best.interactions("mobius", top=8).to_string(index=False))
-    truth = sorted(game.mobius.items(), key=lambda kv: -abs(kv[1]))[:8]
-    print("\nplanted (truth):")
-    for members, value in truth:
-        print(f"  {members!s:<24} {value:+.4f}")
-    removal = spex.removal(best.spectrum, 3, "down")
-    actual = float(game.clean(removal.mask(n)[None])[0] - game.clean(np.ones((1, n), dtype=bool))[0])
-    print(f"\nremoval test: remove {removal.features} -> predicted change {removal.predicted_change:+.3f}, "
-          f"actual {actual:+.3f} ({removal.method}, optimal={removal.optimal})")
+def demo_spec(name: str) -> Path:
+    """Path of a bundled demo spec (``spex/data/demo/<name>``)."""
+    return Path(str(resources.files("spex.data").joinpath("demo", name)))
+
+
+def register_sentiment_versions(tracking_uri: str | None = None, log: Any = print) -> list[str]:
+    """Fine-tune the two sentiment versions (cached after the first time) and register them as
+    versions of ``spex-demo-sentiment``; reuses versions already registered from the same weights.
+
+    Returns the registered version numbers, in order; sets the aliases ``champion`` (the first) and
+    ``candidate`` (the second).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from spex.models import folder_digest
+    from spex.models.builtins import sentiment_folder, sentiment_report
+    from spex.tracking import AuditTracker
+
+    tracker = AuditTracker(tracking_uri)
+    client = tracker.client
+    try:
+        client.get_registered_model(REGISTERED_MODEL)
+    except MlflowException:
+        client.create_registered_model(REGISTERED_MODEL, description="MiniLM sentiment classifier fine-tuned by the spex demo")
+    existing = {mv.tags.get("spex.weights_digest"): mv.version
+                for mv in client.search_model_versions(f"name='{REGISTERED_MODEL}'")}
+    versions = []
+    for seed, variant in VERSIONS:
+        started = time.perf_counter()
+        folder = sentiment_folder(seed=seed, variant=variant)  # trains on first use (~1-2 min on 2 cores)
+        report = sentiment_report(folder)
+        digest = folder_digest(folder)
+        if digest in existing:
+            version = existing[digest]
+        else:
+            experiment = tracker.experiment_id("demo-training")
+            run = client.create_run(experiment, run_name=f"minilm-sentiment-{variant}-s{seed}",
+                                    tags={"spex.demo": "training"}).info.run_id
+            tracker.log_params(run, {"seed": seed, "variant": variant, "epochs": report.get("epochs"),
+                                     "n_train": report.get("n_train")})
+            tracker.log_metrics(run, {"heldout_accuracy": report.get("heldout_accuracy")})
+            client.log_artifacts(run, str(folder), "model")
+            client.set_terminated(run)
+            mv = client.create_model_version(REGISTERED_MODEL, f"runs:/{run}/model", run_id=run,
+                                             tags={"spex.weights_digest": digest, "seed": str(seed), "variant": variant},
+                                             description=f"seed {seed}, training variant {variant}")
+            version = mv.version
+        versions.append(str(version))
+        log(f"  version {version}: seed {seed}, variant {variant}, held-out accuracy "
+            f"{report.get('heldout_accuracy', float('nan')):.3f} ({time.perf_counter() - started:.0f} s)")
+    for version, alias in zip(versions, ("champion", "candidate")):
+        client.set_registered_model_alias(REGISTERED_MODEL, alias, version)
+    return versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns 0 when every part ran (gates may pass or fail: that is the audit's answer)."""
+    parser = argparse.ArgumentParser(prog="python -m spex.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip-llm", action="store_true", help="skip part 1 (the SmolLM2 features audit)")
+    args = parser.parse_args(argv)
+
+    from spex import cli, config
+
+    cli._quiet_libraries()
+    console = cli._console()
+    start = time.perf_counter()
+    say = lambda text="": console.print(text, markup=False, highlight=False)  # noqa: E731
+    say(f"spex demo · data dir {config.data_dir()}")
+    say(f"  metadata DB {config.database_url()} · MLflow {config.mlflow_tracking_uri()} · Prefect: ephemeral API")
+    from flows.audit import audit
+    from flows.release import release_audit
+    from spex.spec import load_spec
+
+    outcomes: list[tuple[str, dict[str, Any]]] = []
+    if not args.skip_llm:
+        say("\n== 1. features lens: which words drive SmolLM2-135M-Instruct's answers ==")
+        spec = load_spec(demo_spec("smollm2-features.yaml")).public_dict()
+        with cli._ProgressView(console, enabled=True):
+            result = audit(spec)
+        cli._print_outcome(console, result, 8)
+        outcomes.append(("features · smollm2", result))
+
+    say("\n== 2. release audit: MiniLM sentiment v2 (candidate) vs v1 (champion) ==")
+    say(f"registering the two fine-tuned versions as {REGISTERED_MODEL} (trained once, then cached):")
+    register_sentiment_versions(log=say)
+    for title, name in (("heads lens", "sentiment-heads.yaml"), ("data lens", "sentiment-data.yaml")):
+        say(f"\n-- {title}: {name} --")
+        spec = load_spec(demo_spec(name)).public_dict()
+        with cli._ProgressView(console, enabled=True):
+            result = release_audit(spec)
+        cli._print_outcome(console, result, 10)
+        outcomes.append((f"release · {title}", result))
+
+    say("\n== summary ==")
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("run", "model", "audit", "min held-out R²", "gates", "report"):
+        table.add_column(column, no_wrap=True)
+    for title, r in outcomes:
+        model = r["model"]
+        version = f" v{model['registry_version']}" if model.get("registry_version") else ""
+        table.add_row(title, f"{model['name']}{version}", r["audit_id"][:12], cli._fmt_float(r["min_heldout_r2"], 3),
+                      "pass" if r["passed"] else "FAIL", r["report"]["html"])
+    console.print(table)
+    say(f"\nMLflow UI:  {cli._mlflow_ui_command()}   (then http://127.0.0.1:5000)")
+    say("Prefect UI: prefect server start   (then http://127.0.0.1:4200)")
+    say("More:       spex audits list · spex audits show <id> · spex report <id> · spex ui <id>")
+    say(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -310,13 +310,14 @@ class AuditSpec(_Strict):
 
     def budget_for(self, n: int) -> int:
         """Masks for a subject with n features: the spec's number, or ``auto`` = ⌈α·n·log2 n⌉ raised to
-        the method's minimum; at n ≤ 20 never more than the 2^n masks that give the exact spectrum."""
+        the method's minimum. At n ≤ 20, ``auto`` takes all 2^n masks (the exact spectrum, R² = 1) when
+        that is at most twice the sampled budget: for a handful of features exact beats estimated."""
         import spex
 
         minimum = spex.get_method(self.method, **self.method_options).minimum_budget(n)
         if self.budget == "auto":
             budget = max(minimum, math.ceil(self.alpha * n * math.log2(max(n, 2))))
-            if n <= EXACT_MAX_N and (1 << n) <= max(budget, minimum):
+            if n <= EXACT_MAX_N and (1 << n) <= 2 * budget:
                 budget = max(1 << n, minimum)
             return int(budget)
         return int(self.budget)

@@ -236,7 +236,7 @@ def _heatmap(s: SubjectReport, effects: Sequence[float]) -> str:
     scale = max((abs(v) for v in values.values()), default=0.0)
     cell, label_w = 16, 110
     size = label_w + cell * len(shown) + 4
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img" '
+    out = [f'<svg viewBox="0 0 {size} {size}" width="{size}" style="max-width:100%;height:auto" role="img" '
            f'aria-label="pairwise interaction heatmap">']
     for j, f in enumerate(shown):
         label = s.labels[f] if f < len(s.labels) else str(f)

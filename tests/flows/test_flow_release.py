@@ -1,0 +1,117 @@
+"""Release audits through the CLI on two registry versions of a tiny classifier: a passing release exits
+0 and tags the candidate version, a release whose gate must fail exits 1, a bad spec exits 2 naming
+the field. The prompt has 5 words and the budget is auto, so every audit enumerates all 2^5 masks: the
+interactions are exact and the gate outcomes deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+
+def write_spec(folder: Path, gates: dict, **extra: object) -> Path:
+    spec = {
+        "model": "models:/tiny-sentiment@candidate",
+        "baseline": "models:/tiny-sentiment@champion",
+        "lens": "features",
+        "subjects": [{"id": "food", "prompt": "The food was not bad"},
+                     {"id": "service", "prompt": "never again, service was slow"}],
+        "holdout": 16,
+        "ranking": {"index": "fbii", "order": 2, "top_k": 100},
+        "gates": gates,
+        **extra,
+    }
+    path = folder / "release.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def spex_cli(*args: str):
+    from spex.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_passing_release_exits_0_and_tags_the_candidate(flow_env, registered, tmp_path):
+    from mlflow import MlflowClient
+
+    from spex import config
+    from spex.store import MetadataStore
+
+    db = f"sqlite:///{tmp_path / 'meta.db'}"
+    spec = write_spec(tmp_path, {"faithfulness_min": 0.99, "top_k_jaccard_min": 0.0, "max_rank_shift": 1000})
+    result = spex_cli("release", str(spec), "--db", db)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "release" in result.stdout and "PASS" in result.stdout and "vs baseline" in result.stdout
+
+    with MetadataStore(db) as store:
+        audits = store.list_audits()
+        release = next(a for a in audits if a.kind == "release")
+        record = store.get_audit(release.id)
+    assert record.status == "succeeded" and record.passed is True
+    assert record.model.registry_version == "2" and record.baseline.registry_version == "1"
+    assert {g.metric: g.passed for g in record.gates} == {"faithfulness_min": True, "top_k_jaccard_min": True,
+                                                         "max_rank_shift": True}
+    assert record.min_heldout_r2 == pytest.approx(1.0)  # 2^5 masks: the spectrum is exact
+    assert all(s.metrics["exact"] for s in record.subjects)
+    baseline_id = record.spec["_audit"]["baseline_audit_id"]
+    assert store_kind(db, baseline_id) == "audit"
+
+    tags = MlflowClient(config.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
+    assert tags["spex.passed"] == "true" and tags["spex.audit_id"] == record.id
+    html = (flow_env["data"] / "reports" / record.id / "report.html").read_text()
+    assert "diff against the baseline" in html and "top_k_jaccard_min" in html
+
+
+def store_kind(db: str, audit_id: str) -> str:
+    from spex.store import MetadataStore
+
+    with MetadataStore(db) as store:
+        return store.get_audit(audit_id).kind
+
+
+def test_a_release_whose_gate_fails_exits_1(flow_env, registered, tmp_path):
+    from mlflow import MlflowClient
+
+    from spex import config
+
+    db = f"sqlite:///{tmp_path / 'meta.db'}"
+    # With all 2^5 masks every word has a (non-zero) first-order term in the top 100: "food" must be found.
+    spec = write_spec(tmp_path, {"faithfulness_min": 0.5, "forbidden": ["Food", ["never", "again,"]]})
+    result = spex_cli("release", str(spec), "--db", db, "--json")
+    assert result.exit_code == 1, result.output + result.stderr
+    import json
+
+    outcome = json.loads(result.stdout)
+    assert outcome["passed"] is False and outcome["kind"] == "release"
+    gates = {g["metric"]: g for g in outcome["gates"]}
+    assert gates["faithfulness_min"]["passed"] and not gates["forbidden_in_top_k"]["passed"]
+    assert "food" in gates["forbidden_in_top_k"]["details"]["hits"]
+    tags = MlflowClient(config.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
+    assert tags["spex.passed"] == "false" and tags["spex.audit_id"] == outcome["audit_id"]
+
+
+@pytest.mark.parametrize("gates, extra, field", [
+    ({"top_k_jaccard_min": 2}, {}, "gates.top_k_jaccard_min"),
+    ({"max_rank_shift": -1}, {}, "gates.max_rank_shift"),
+    ({}, {"budget": 0}, "budget"),
+    ({}, {"method": "proxyspecs"}, "method"),
+])
+def test_a_bad_spec_exits_2_naming_the_field(flow_env, tmp_path, gates, extra, field):
+    spec = write_spec(tmp_path, gates, **extra)
+    result = spex_cli("release", str(spec), "--db", f"sqlite:///{tmp_path / 'meta.db'}")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"`{field}`" in lines[0] and "fix:" in lines[0]
+    assert not (tmp_path / "meta.db").exists()  # nothing was recorded
+
+
+def test_a_release_without_baseline_exits_2(flow_env, registered, tmp_path):
+    spec = write_spec(tmp_path, {})
+    text = spec.read_text().replace("baseline: models:/tiny-sentiment@champion\n", "")
+    spec.write_text(text)
+    result = spex_cli("release", str(spec), "--db", f"sqlite:///{tmp_path / 'meta.db'}")
+    assert result.exit_code == 2 and "`baseline`" in result.stderr
