@@ -45,6 +45,13 @@ def with_model(spec: AuditSpec, model: str | dict[str, Any] | None) -> AuditSpec
     return spec.model_copy(update={"model": ModelSpec.model_validate(model)})
 
 
+def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None) -> str:
+    """Check, without Prefect and without loading weights, that the spec is valid and its model resolves
+    (the path exists, the registry version or alias exists); returns the model's cheap key. The CLI calls
+    it first so that a typo fails in a second with exit 2 instead of after a Prefect server started."""
+    return runtime.cheap_model_key(with_model(validate_spec(spec), model).model)
+
+
 def _flow_run_id() -> str:
     try:
         return get_run_context().flow_run.id.hex  # type: ignore[union-attr]

@@ -20,11 +20,9 @@ from flows.audit import audit, with_model
 from spex.spec import SpecError, validate_spec
 
 
-@flow(name="spex-release-audit", log_prints=False)
-def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: str | None = None,
-                  db_url: str | None = None, tracking_uri: str | None = None,
-                  refresh_cache: bool = False) -> dict[str, Any]:
-    """Audit ``baseline`` then ``candidate`` (default: the spec's ``baseline`` and ``model``) and diff them."""
+def release_models(spec: dict[str, Any], candidate: str | None, baseline: str | None) -> list[dict[str, Any]]:
+    """(candidate, baseline) model specs of a release audit; a SpecError when there is no baseline or
+    both are the same model."""
     audit_spec = validate_spec(spec)
     candidate_spec = with_model(audit_spec, candidate)
     if baseline is not None:
@@ -37,9 +35,18 @@ def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: 
     if baseline_spec.model == candidate_spec.model:
         raise SpecError(f"the candidate and the baseline are the same model ({candidate_spec.model.uri}); fix: pass "
                         "--candidate and --baseline URIs of two different versions", field="baseline")
-    base = audit(spec, model=baseline_spec.model.model_dump(mode="json"), kind="audit", db_url=db_url,
-                 tracking_uri=tracking_uri, refresh_cache=refresh_cache)
-    result = audit(spec, model=candidate_spec.model.model_dump(mode="json"), kind="release",
+    return [candidate_spec.model.model_dump(mode="json"), baseline_spec.model.model_dump(mode="json")]
+
+
+@flow(name="spex-release-audit", log_prints=False)
+def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: str | None = None,
+                  db_url: str | None = None, tracking_uri: str | None = None,
+                  refresh_cache: bool = False) -> dict[str, Any]:
+    """Audit ``baseline`` then ``candidate`` (default: the spec's ``baseline`` and ``model``) and diff them."""
+    candidate_model, baseline_model = release_models(spec, candidate, baseline)
+    base = audit(spec, model=baseline_model, kind="audit", db_url=db_url, tracking_uri=tracking_uri,
+                 refresh_cache=refresh_cache)
+    result = audit(spec, model=candidate_model, kind="release",
                    baseline_model=base["model"], baseline_audit_id=base["audit_id"], db_url=db_url,
                    tracking_uri=tracking_uri, refresh_cache=refresh_cache)
     return {**result, "baseline": base}

@@ -282,6 +282,10 @@ def interactions(
     """The top interactions of one subject across the audited versions of a model."""
     with _errors():
         with _store(db) as store:
+            if index is None:  # audits record several tables (ranking, shapley, pairs): use the ranking's index
+                latest = store.list_audits(model=model, status="succeeded", limit=1)
+                if latest:
+                    index = (store.get_audit(latest[0].id).spec.get("ranking") or {}).get("index")
             frame = store.top_interactions_across_versions(model, subject, index=index, top=top, lens=lens)
     if as_json:
         records = frame.to_dict("records")
@@ -584,8 +588,9 @@ def audit_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.audit import audit
+        from flows.audit import audit, preflight
 
+        preflight(data, model)  # the model must resolve before a Prefect run starts (fast exit 2)
         with _ProgressView(console, enabled=not (quiet or as_json)):
             result = audit(data, model=model, db_url=db, tracking_uri=tracking_uri, refresh_cache=no_cache)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
@@ -610,8 +615,11 @@ def release_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.release import release_audit
+        from flows.audit import preflight
+        from flows.release import release_audit, release_models
 
+        for uri in release_models(data, candidate, baseline):
+            preflight(data, uri)  # both models must resolve before a Prefect run starts (fast exit 2)
         with _ProgressView(console, enabled=not (quiet or as_json)):
             result = release_audit(data, candidate=candidate, baseline=baseline, db_url=db, tracking_uri=tracking_uri,
                                    refresh_cache=no_cache)

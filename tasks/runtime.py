@@ -120,6 +120,12 @@ def cheap_model_key(model: ModelSpec) -> str:
             from spex.models import folder_digest
 
             base = f"path:{folder_digest(path)}"
+        elif uri.startswith((".", "/", "~")) or uri.count("/") > 1:
+            from spex.validation import SpexInputError
+
+            raise SpexInputError(
+                f"spec field `model`: path {uri} does not exist; fix: give an existing model folder, a .gguf file, "
+                f"builtin:smollm2-135m-instruct, builtin:minilm-sentiment or an MLflow URI models:/<name>/<version>")
         else:
             base = f"uri:{uri}"
     return hashlib.blake2b((base + "|" + _model_options(model)).encode(), digest_size=16).hexdigest()
