@@ -74,8 +74,8 @@ def explain(
         progress: optional ``callback(done, total)`` over value calls.
         threads: BLAS/OpenMP threads for the math outside value calls (``None``: the libraries'
             default). One by default: audits explain many subjects at once (Prefect/Ray workers),
-            and on an oversubscribed machine multi-threaded BLAS and LightGBM spin-wait — measured
-            20x slower on 2 busy cores (docs/engine.md). The value function runs outside this limit.
+            and on an oversubscribed machine multi-threaded BLAS and LightGBM spin-wait, an order
+            of magnitude slower (docs/engine.md). The value function runs outside this limit.
         **options: method options (see each method's ``defaults``); unknown ones are an error.
     """
     n = check_n(n)
