@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -28,8 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from spex import config as _config  # noqa: F401  (sets HF_HUB_OFFLINE / telemetry defaults)
-from spex.config import data_dir
+from spex.config import data_dir  # importing spex.config sets HF_HUB_OFFLINE and telemetry defaults
 from spex.validation import SpexInputError
 
 Kind = Literal["causal-lm", "classifier", "encoder"]
@@ -78,7 +78,7 @@ class LoadedModel:
     def class_index(self, label: int | str) -> int:
         """Index of a class given by index or by name; a clear error if it is not a class."""
         names = self.labels
-        if isinstance(label, (int,)) and not isinstance(label, bool) and 0 <= label < len(names):
+        if isinstance(label, numbers.Integral) and not isinstance(label, bool) and 0 <= int(label) < len(names):
             return int(label)
         if isinstance(label, str):
             lowered = [n.lower() for n in names]

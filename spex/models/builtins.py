@@ -89,6 +89,7 @@ def _publish(build: Callable[[Path], None], final: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
         build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the published model is readable like any install
         try:
             os.rename(tmp, final)
         except OSError:
