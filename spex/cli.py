@@ -484,8 +484,11 @@ class _ProgressView:
             line = (f"subject {subject}: held-out R² {_fmt_float(e.get('heldout_r2'), 3)}; masks computed "
                     f"{stats.get('computed', 0)}, from store/cache {stats.get('from_store', 0)}")
             if self.progress is not None and subject in self.rows:
-                task = self.progress.tasks[[t.id for t in self.progress.tasks].index(self.rows[subject])]
+                task = next(t for t in self.progress.tasks if t.id == self.rows[subject])
+                left = max(0.0, (task.total or 0) - task.completed)
                 self.progress.update(self.rows[subject], completed=task.total, description=f"  {subject}: done")
+                if self.overall is not None:
+                    self.progress.update(self.overall, advance=left)
             self._line(line)
         elif kind == "report":
             self._line(f"report written: {e['html']}")
@@ -526,12 +529,12 @@ def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> Non
         console.print("gates: none configured")
     calls = result.get("model_calls") or {}
     console.print(f"model calls: {calls.get('masks_computed', 0)} masks computed, {calls.get('model_loads', 0)} model loads",
-                  markup=False, highlight=False)
-    console.print(f"report:  {result['report']['html']}", markup=False, highlight=False)
-    console.print(f"export:  {result['report']['json']}", markup=False, highlight=False)
-    console.print(f"MLflow:  {_mlflow_ui_command()}   then open {_mlflow_run_url(result)}", markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report:  {result['report']['html']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"export:  {result['report']['json']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"MLflow:  {_mlflow_ui_command()}   then open {_mlflow_run_url(result)}", markup=False, highlight=False, soft_wrap=True)
     verdict = "PASS" if result["passed"] else "FAIL (a gate failed)"
-    console.print(f"{result['kind']} {result['audit_id']}: {verdict}", markup=False, highlight=False)
+    console.print(f"{result['kind']} {result['audit_id']}: {verdict}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _mlflow_ui_command(tracking_uri: str | None = None) -> str:
