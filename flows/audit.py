@@ -132,7 +132,8 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
                                               audit_spec.ranking.top_k)
             gates = [g.as_dict() for g in evaluate_gates(
                 audit_spec.gates, faithfulness={k: v["heldout_r2"] for k, v in outcome.items()},
-                rankings={k: v["ranking"] for k, v in outcome.items()}, diffs=diffs, k=audit_spec.ranking.top_k)]
+                rankings={k: v["ranking"] for k, v in outcome.items()}, diffs=diffs, k=audit_spec.ranking.top_k,
+                without_baseline="skip")]  # a routine audit (or a release's baseline leg): release gates do not apply
             r2s = [v["heldout_r2"] for v in outcome.values() if v["heldout_r2"] is not None]
             faithfulness = min(r2s) if r2s else None
             totals: dict[str, Any] = {}
@@ -162,6 +163,9 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
         "min_heldout_r2": faithfulness,
         "subjects": {k: {key: v[key] for key in ("heldout_r2", "ranking", "n", "budget", "stats", "removal")}
                      for k, v in outcome.items()},
+        "notes": ([f"gates {', '.join(g for g in ('top_k_jaccard_min', 'max_rank_shift') if getattr(audit_spec.gates, g) is not None)} "
+                   "compare with a baseline and apply to release audits (spex release)"]
+                  if audit_spec.gates.needs_baseline and not baseline_audit_id else []),
         "model_calls": {"masks_computed": int(totals.get("computed", 0)),
                         "model_loads": runtime.COUNTERS["model_loads"] - loads_before["model_loads"],
                         "value_functions_built": runtime.COUNTERS["value_functions"] - loads_before["value_functions"]},

@@ -527,6 +527,8 @@ def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> Non
         console.print(table)
     else:
         console.print("gates: none configured")
+    for note in result.get("notes") or []:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     calls = result.get("model_calls") or {}
     console.print(f"model calls: {calls.get('masks_computed', 0)} masks computed, {calls.get('model_loads', 0)} model loads",
                   markup=False, highlight=False, soft_wrap=True)

@@ -195,13 +195,19 @@ class GateResult:
 
 def evaluate_gates(gates: Any, *, faithfulness: Mapping[str, float | None],
                    rankings: Mapping[str, pd.DataFrame | Sequence[Mapping[str, Any]]],
-                   diffs: Mapping[str, SubjectDiff | Mapping[str, Any] | None] | None, k: int) -> list[GateResult]:
+                   diffs: Mapping[str, SubjectDiff | Mapping[str, Any] | None] | None, k: int,
+                   without_baseline: str = "fail") -> list[GateResult]:
     """Evaluate the configured gates (a :class:`spex.spec.Gates`) on an audit's outcome.
 
     ``faithfulness``: held-out R² per subject; ``rankings``: the candidate's ranking per subject;
-    ``diffs``: per subject vs the baseline, as :class:`SubjectDiff` or its ``to_dict()`` (None for a
-    plain audit: baseline gates then fail with a note, they cannot silently pass).
+    ``diffs``: per subject vs the baseline, as :class:`SubjectDiff` or its ``to_dict()``, or None when
+    there is no baseline. Then the baseline gates (Jaccard, rank shift) cannot be measured:
+    ``without_baseline="fail"`` records them failed with a note (they never pass silently);
+    ``"skip"`` leaves them out — for the baseline's own audit inside a release, and for routine
+    audits, where the spec's release gates simply do not apply.
     """
+    if without_baseline not in ("fail", "skip"):
+        raise ValueError(f"without_baseline must be 'fail' or 'skip'; got {without_baseline!r}")
     def number(d: Any, name: str) -> Any:
         return d.get(name) if isinstance(d, Mapping) else getattr(d, name)
 
@@ -214,7 +220,7 @@ def evaluate_gates(gates: Any, *, faithfulness: Mapping[str, float | None],
         passed = worst is not None and not missing and worst >= gates.faithfulness_min
         out.append(GateResult("faithfulness_min", float(gates.faithfulness_min), worst, passed, ">=",
                               {"per_subject": per, "unmeasured": missing}))
-    if gates.top_k_jaccard_min is not None:
+    if gates.top_k_jaccard_min is not None and not (diffs is None and without_baseline == "skip"):
         if diffs is None:
             out.append(GateResult("top_k_jaccard_min", float(gates.top_k_jaccard_min), None, False, ">=",
                                   {"note": "no baseline to compare with; run a release audit (spex release)"}))
@@ -224,7 +230,7 @@ def evaluate_gates(gates: Any, *, faithfulness: Mapping[str, float | None],
             out.append(GateResult("top_k_jaccard_min", float(gates.top_k_jaccard_min), worst,
                                   worst is not None and worst >= gates.top_k_jaccard_min, ">=",
                                   {"per_subject": per, "k": k}))
-    if gates.max_rank_shift is not None:
+    if gates.max_rank_shift is not None and not (diffs is None and without_baseline == "skip"):
         if diffs is None:
             out.append(GateResult("max_rank_shift", float(gates.max_rank_shift), None, False, "<=",
                                   {"note": "no baseline to compare with; run a release audit (spex release)"}))

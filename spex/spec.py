@@ -190,7 +190,9 @@ class RankingSpec(_Strict):
 
 
 class Gates(_Strict):
-    """Release gates. Each is optional; an audit passes when every configured gate holds.
+    """Release gates. Each is optional; an audit passes when every configured gate holds. The two
+    baseline gates (Jaccard, rank shift) apply to release audits (``spex release``); a routine audit,
+    and the baseline's own audit inside a release, evaluate the others.
 
     * ``faithfulness_min``: every subject's held-out R² (real model calls) is at least this.
     * ``top_k_jaccard_min``: (vs baseline) each subject's top-k interaction sets overlap at least this much.

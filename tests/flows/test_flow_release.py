@@ -58,19 +58,15 @@ def test_a_passing_release_exits_0_and_tags_the_candidate(flow_env, registered, 
     assert record.min_heldout_r2 == pytest.approx(1.0)  # 2^5 masks: the spectrum is exact
     assert all(s.metrics["exact"] for s in record.subjects)
     baseline_id = record.spec["_audit"]["baseline_audit_id"]
-    assert store_kind(db, baseline_id) == "audit"
+    with MetadataStore(db) as store:
+        baseline = store.get_audit(baseline_id)
+    assert baseline.kind == "audit" and baseline.model.registry_version == "1" and baseline.passed is True
+    assert [g.metric for g in baseline.gates] == ["faithfulness_min"]  # release gates apply to the release only
 
     tags = MlflowClient(config.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
     assert tags["spex.passed"] == "true" and tags["spex.audit_id"] == record.id
     html = (flow_env["data"] / "reports" / record.id / "report.html").read_text()
     assert "diff against the baseline" in html and "top_k_jaccard_min" in html
-
-
-def store_kind(db: str, audit_id: str) -> str:
-    from spex.store import MetadataStore
-
-    with MetadataStore(db) as store:
-        return store.get_audit(audit_id).kind
 
 
 def test_a_release_whose_gate_fails_exits_1(flow_env, registered, tmp_path):

@@ -61,6 +61,9 @@ def test_gates():
     # without a baseline, the baseline gates cannot pass silently
     alone = evaluate_gates(Gates(top_k_jaccard_min=0.1), faithfulness={"s": 0.9}, rankings={"s": CAND}, diffs=None, k=3)
     assert [(g.metric, g.passed) for g in alone] == [("top_k_jaccard_min", False)]
+    skipped = evaluate_gates(Gates(top_k_jaccard_min=0.1, max_rank_shift=2, faithfulness_min=0.5),
+                             faithfulness={"s": 0.9}, rankings={"s": CAND}, diffs=None, k=3, without_baseline="skip")
+    assert [(g.metric, g.passed) for g in skipped] == [("faithfulness_min", True)]
     # an unmeasured subject fails the faithfulness gate
     nan = evaluate_gates(Gates(faithfulness_min=0.1), faithfulness={"s": float("nan")}, rankings={}, diffs=None, k=3)
     assert not nan[0].passed
