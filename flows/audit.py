@@ -45,11 +45,46 @@ def with_model(spec: AuditSpec, model: str | dict[str, Any] | None) -> AuditSpec
     return spec.model_copy(update={"model": ModelSpec.model_validate(model)})
 
 
-def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None) -> str:
-    """Check, without Prefect and without loading weights, that the spec is valid and its model resolves
-    (the path exists, the registry version or alias exists); returns the model's cheap key. The CLI calls
-    it first so that a typo fails in a second with exit 2 instead of after a Prefect server started."""
-    return runtime.cheap_model_key(with_model(validate_spec(spec), model).model)
+def check_data_dir() -> None:
+    """The data dir exists and takes a file (ablations, reports, caches all go there)."""
+    import os
+    import tempfile
+
+    from spex.validation import SpexInputError
+
+    where = os.environ.get("SPEX_DATA_DIR") or "~/.spex"
+    try:
+        root = config.data_dir()
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise SpexInputError(
+            f"the data dir {where} is not writable ({exc.strerror or type(exc).__name__}); fix: point SPEX_DATA_DIR "
+            f"at a writable folder with free space") from None
+
+
+def check_environment(db_url: str | None) -> None:
+    """Before any model call: the data dir is writable and the metadata DB answers (connected,
+    migrated). Raises a one-line error naming what is wrong and how to fix it."""
+    from spex.validation import SpexInputError
+
+    check_data_dir()
+    try:
+        runtime.metadata_store(db_url)
+    except ConnectionError as exc:
+        raise SpexInputError(f"{exc}; fix: start the database or point SPEX_DATABASE_URL / --db at one that is up") from None
+
+
+def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, db_url: str | None = None) -> str:
+    """Check, without Prefect and without loading weights, that the spec is valid, its model resolves
+    (the path exists, the registry version or alias exists), the metadata DB answers and the data dir
+    is writable; returns the model's cheap key. The CLI calls it first, so a typo or a database that is
+    down fails in a second with exit 2, before a Prefect server starts or a model is called."""
+    audit_spec = with_model(validate_spec(spec), model)
+    check_data_dir()
+    key = runtime.cheap_model_key(audit_spec.model)
+    check_environment(db_url)
+    return key
 
 
 def _flow_run_id() -> str:
@@ -108,6 +143,7 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
     started = time.perf_counter()
     opts = {"refresh_cache": True} if refresh_cache else {}
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(root / "prefect" / "results")}):
+        check_environment(db_url)  # before any model call: a DB that is down costs no GPU time
         ensure_model_limit()
         audit_id = _flow_run_id()
         # -- everything that can reject the input, before anything is recorded

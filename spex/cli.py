@@ -571,6 +571,27 @@ def _finish(result: dict[str, Any], as_json: bool, quiet: bool, top: int | None,
     raise typer.Exit(code=0 if result["passed"] else 1)
 
 
+@contextmanager
+def _connections(db: str | None, tracking_uri: str | None) -> Iterator[None]:
+    """Hand ``--db`` / ``--tracking-uri`` to the run through the environment, not as flow parameters:
+    Prefect stores a flow run's parameters, and a database URL may carry a password."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("SPEX_DATABASE_URL", "MLFLOW_TRACKING_URI")}
+    try:
+        if db:
+            os.environ["SPEX_DATABASE_URL"] = db
+        if tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _spec_data(spec_path: str) -> dict[str, Any]:
     from spex.spec import load_spec
 
@@ -595,9 +616,10 @@ def audit_command(
         data = _spec_data(spec)
         from flows.audit import audit, preflight
 
-        preflight(data, model)  # the model must resolve before a Prefect run starts (fast exit 2)
-        with _ProgressView(console, enabled=not (quiet or as_json)):
-            result = audit(data, model=model, db_url=db, tracking_uri=tracking_uri, refresh_cache=no_cache)
+        with _connections(db, tracking_uri):
+            preflight(data, model)  # model, DB and data dir checked before a Prefect run starts (fast exit 2)
+            with _ProgressView(console, enabled=not (quiet or as_json)):
+                result = audit(data, model=model, refresh_cache=no_cache)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 
 
@@ -623,11 +645,11 @@ def release_command(
         from flows.audit import preflight
         from flows.release import release_audit, release_models
 
-        for uri in release_models(data, candidate, baseline):
-            preflight(data, uri)  # both models must resolve before a Prefect run starts (fast exit 2)
-        with _ProgressView(console, enabled=not (quiet or as_json)):
-            result = release_audit(data, candidate=candidate, baseline=baseline, db_url=db, tracking_uri=tracking_uri,
-                                   refresh_cache=no_cache)
+        with _connections(db, tracking_uri):
+            for uri in release_models(data, candidate, baseline):
+                preflight(data, uri)  # both models, the DB and the data dir checked before Prefect starts
+            with _ProgressView(console, enabled=not (quiet or as_json)):
+                result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 
 

@@ -161,3 +161,38 @@ def test_report_ui_and_interactions_answer_from_the_db(data_dir, tmp_path):
     import json
 
     assert json.loads(inter.stdout)["index"] == "fbii"
+
+
+def test_an_unreachable_database_exits_2_before_any_model_call(data_dir, tmp_path):
+    from tests.flows.flow_models import tiny_bert
+
+    folder = tiny_bert(tmp_path / "bert", seed=5)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "model": str(folder)}))
+    result = spex_cli("audit", str(path), "--db", "postgresql+psycopg://spex:s3cret@127.0.0.1:9/nowhere")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "metadata DB" in line and "fix:" in line and "s3cret" not in line
+    assert not (data_dir / "ablations").exists() or not any((data_dir / "ablations").iterdir())
+
+
+def test_an_unwritable_data_dir_exits_2(tmp_path, monkeypatch):
+    import os
+
+    from tests.flows.flow_models import tiny_bert
+
+    if os.geteuid() == 0:
+        blocked = tmp_path / "file-not-dir"
+        blocked.write_text("x")  # root ignores permissions: a data dir *under a file* is unwritable for anyone
+        monkeypatch.setenv("SPEX_DATA_DIR", str(blocked / "data"))
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        monkeypatch.setenv("SPEX_DATA_DIR", str(locked / "data"))
+    folder = tiny_bert(tmp_path / "bert", seed=5)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "model": str(folder)}))
+    result = spex_cli("audit", str(path), "--db", f"sqlite:///{tmp_path / 'meta.db'}")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "data dir" in line and "SPEX_DATA_DIR" in line
