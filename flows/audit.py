@@ -16,12 +16,13 @@ retried on transient errors, model calls under the ``spex-model`` concurrency li
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from prefect import flow
 from prefect.context import get_run_context
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from spex import config
 from spex.diff import evaluate_gates
@@ -43,6 +44,28 @@ def with_model(spec: AuditSpec, model: str | dict[str, Any] | None) -> AuditSpec
     if isinstance(model, str):
         return spec.model_copy(update={"model": spec.model.model_copy(update={"uri": model})})
     return spec.model_copy(update={"model": ModelSpec.model_validate(model)})
+
+
+@contextmanager
+def results_in_data_dir() -> Iterator[None]:
+    """Keep Prefect's task results (the task cache) under the spex data dir while flows run in this
+    process — unless the operator configured Prefect's result storage (then theirs is used).
+
+    Why outside the flow: a task's result store is the flow run's, fixed when the run starts, so the
+    setting must be in force before the flow is called (the CLI, the demo and the tests wrap their
+    calls in this). Deployments served by workers use Prefect's configured storage, as usual.
+    """
+    import os
+
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    configured = any(os.environ.get(k) for k in ("PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_LOCAL_STORAGE_PATH",
+                                                  "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"))
+    if configured:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: config.data_dir() / "prefect" / "results"}):
+        yield
 
 
 def check_data_dir() -> None:
@@ -142,48 +165,47 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
     loads_before = dict(runtime.COUNTERS)
     started = time.perf_counter()
     opts = {"refresh_cache": True} if refresh_cache else {}
-    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(root / "prefect" / "results")}):
-        check_environment(db_url)  # before any model call: a DB that is down costs no GPU time
-        ensure_model_limit()
-        audit_id = _flow_run_id()
-        # -- everything that can reject the input, before anything is recorded
-        model_key = runtime.cheap_model_key(audit_spec.model)
-        model_info = resolve_model.with_options(**opts)(spec_dict, model_key)
-        versions = lens_versions()
-        infos = [prepare_subject.with_options(**opts)(spec_dict, s.id, model_key, subject_digest(audit_spec, s), versions)
-                 for s in audit_spec.subjects]
-        runtime.emit("audit_start", audit_id=audit_id, kind=kind, model=model_info["name"], uri=audit_spec.model.uri,
-                     revision=model_info["revision"],
-                     subjects=[{"id": i["id"], "n": i["n"], "budget": i["budget"], "holdout": audit_spec.holdout}
-                               for i in infos])
-        extra = {"baseline_audit_id": baseline_audit_id} if baseline_audit_id else None
-        opened = open_audit(db_url, tracking_uri, audit_id, model_info, spec_dict, kind, baseline_model, extra)
-        run_id = opened["run_id"]
-        try:
-            outcome = _audit_subjects(audit_spec, spec_dict, infos, store_root, opened, db_url, tracking_uri,
-                                      refresh_cache)
-            diffs = None
-            if baseline_audit_id:
-                diffs = diff_against_baseline(db_url, audit_id, baseline_audit_id, audit_spec.ranking.index,
-                                              audit_spec.ranking.top_k)
-            gates = [g.as_dict() for g in evaluate_gates(
-                audit_spec.gates, faithfulness={k: v["heldout_r2"] for k, v in outcome.items()},
-                rankings={k: v["ranking"] for k, v in outcome.items()}, diffs=diffs, k=audit_spec.ranking.top_k,
-                without_baseline="skip")]  # a routine audit (or a release's baseline leg): release gates do not apply
-            r2s = [v["heldout_r2"] for v in outcome.values() if v["heldout_r2"] is not None]
-            faithfulness = min(r2s) if r2s else None
-            totals: dict[str, Any] = {}
-            for v in outcome.values():
-                _add(totals, {k: v["stats"][k] for k in ("computed", "from_store", "cached_chunks", "chunks")})
-            passed = finish_audit(db_url, tracking_uri, audit_id, run_id, gates,
-                                  {"min_heldout_r2": faithfulness, "masks_computed": totals.get("computed", 0),
-                                   "masks_from_store": totals.get("from_store", 0),
-                                   "seconds": time.perf_counter() - started})
-            report = write_report(db_url, audit_id, str(root / "reports" / audit_id))
-            published = publish(tracking_uri, run_id, audit_id, report, model_info, passed, faithfulness)
-        except BaseException as exc:
-            fail_audit(db_url, tracking_uri, audit_id, run_id, f"{type(exc).__name__}: {exc}", model_info)
-            raise
+    check_environment(db_url)  # before any model call: a DB that is down costs no GPU time
+    ensure_model_limit()
+    audit_id = _flow_run_id()
+    # -- everything that can reject the input, before anything is recorded
+    model_key = runtime.cheap_model_key(audit_spec.model)
+    model_info = resolve_model.with_options(**opts)(spec_dict, model_key)
+    versions = lens_versions()
+    infos = [prepare_subject.with_options(**opts)(spec_dict, s.id, model_key, subject_digest(audit_spec, s), versions)
+             for s in audit_spec.subjects]
+    runtime.emit("audit_start", audit_id=audit_id, kind=kind, model=model_info["name"], uri=audit_spec.model.uri,
+                 revision=model_info["revision"],
+                 subjects=[{"id": i["id"], "n": i["n"], "budget": i["budget"], "holdout": audit_spec.holdout}
+                           for i in infos])
+    extra = {"baseline_audit_id": baseline_audit_id} if baseline_audit_id else None
+    opened = open_audit(db_url, tracking_uri, audit_id, model_info, spec_dict, kind, baseline_model, extra)
+    run_id = opened["run_id"]
+    try:
+        outcome = _audit_subjects(audit_spec, spec_dict, infos, store_root, opened, db_url, tracking_uri,
+                                  refresh_cache)
+        diffs = None
+        if baseline_audit_id:
+            diffs = diff_against_baseline(db_url, audit_id, baseline_audit_id, audit_spec.ranking.index,
+                                          audit_spec.ranking.top_k)
+        gates = [g.as_dict() for g in evaluate_gates(
+            audit_spec.gates, faithfulness={k: v["heldout_r2"] for k, v in outcome.items()},
+            rankings={k: v["ranking"] for k, v in outcome.items()}, diffs=diffs, k=audit_spec.ranking.top_k,
+            without_baseline="skip")]  # a routine audit (or a release's baseline leg): release gates do not apply
+        r2s = [v["heldout_r2"] for v in outcome.values() if v["heldout_r2"] is not None]
+        faithfulness = min(r2s) if r2s else None
+        totals: dict[str, Any] = {}
+        for v in outcome.values():
+            _add(totals, {k: v["stats"][k] for k in ("computed", "from_store", "cached_chunks", "chunks")})
+        passed = finish_audit(db_url, tracking_uri, audit_id, run_id, gates,
+                              {"min_heldout_r2": faithfulness, "masks_computed": totals.get("computed", 0),
+                               "masks_from_store": totals.get("from_store", 0),
+                               "seconds": time.perf_counter() - started})
+        report = write_report(db_url, audit_id, str(root / "reports" / audit_id))
+        published = publish(tracking_uri, run_id, audit_id, report, model_info, passed, faithfulness)
+    except BaseException as exc:
+        fail_audit(db_url, tracking_uri, audit_id, run_id, f"{type(exc).__name__}: {exc}", model_info)
+        raise
     result = {
         "audit_id": audit_id,
         "kind": kind,

@@ -614,11 +614,11 @@ def audit_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.audit import audit, preflight
+        from flows.audit import audit, preflight, results_in_data_dir
 
         with _connections(db, tracking_uri):
             preflight(data, model)  # model, DB and data dir checked before a Prefect run starts (fast exit 2)
-            with _ProgressView(console, enabled=not (quiet or as_json)):
+            with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = audit(data, model=model, refresh_cache=no_cache)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 
@@ -642,13 +642,13 @@ def release_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.audit import preflight
+        from flows.audit import preflight, results_in_data_dir
         from flows.release import release_audit, release_models
 
         with _connections(db, tracking_uri):
             for uri in release_models(data, candidate, baseline):
                 preflight(data, uri)  # both models, the DB and the data dir checked before Prefect starts
-            with _ProgressView(console, enabled=not (quiet or as_json)):
+            with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda text="": console.print(text, markup=False, highlight=False)  # noqa: E731
     say(f"spex demo · data dir {config.data_dir()}")
     say(f"  metadata DB {config.database_url()} · MLflow {config.mlflow_tracking_uri()} · Prefect: ephemeral API")
-    from flows.audit import audit
+    from flows.audit import audit, results_in_data_dir
     from flows.release import release_audit
     from spex.spec import load_spec
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_llm:
         say("\n== 1. features lens: which words drive SmolLM2-135M-Instruct's answers ==")
         spec = load_spec(demo_spec("smollm2-features.yaml")).public_dict()
-        with cli._ProgressView(console, enabled=True):
+        with cli._ProgressView(console, enabled=True), results_in_data_dir():
             result = audit(spec)
         cli._print_outcome(console, result, 8)
         outcomes.append(("features · smollm2", result))
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for title, name in (("heads lens", "sentiment-heads.yaml"), ("data lens", "sentiment-data.yaml")):
         say(f"\n-- {title}: {name} --")
         spec = load_spec(demo_spec(name)).public_dict()
-        with cli._ProgressView(console, enabled=True):
+        with cli._ProgressView(console, enabled=True), results_in_data_dir():
             result = release_audit(spec)
         cli._print_outcome(console, result, 10)
         outcomes.append((f"release · {title}", result))

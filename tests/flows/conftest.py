@@ -29,8 +29,10 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
     os.environ["SPEX_DATA_DIR"] = str(data)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("SPEX_DATABASE_URL", None)
+    from flows.audit import results_in_data_dir
+
     try:
-        with prefect_test_harness(server_startup_timeout=120):
+        with prefect_test_harness(server_startup_timeout=120), results_in_data_dir():
             yield {"data": data}
     finally:
         for key, value in saved.items():
