@@ -349,18 +349,25 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress di
 TopOption = Annotated[int | None, typer.Option("--top", "-k", min=1, help="Interactions printed per subject (default: the spec's top_k).")]
 
 
+QUIET_ENV: dict[str, str] = {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",  # run logs still reach the Prefect UI
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+}
+
+
 def _quiet_libraries() -> None:
     """Keep the terminal for spex's own progress: Prefect run logs, MLflow's migrations and the
-    transformers weight-loading bars are noise here (they stay in the Prefect and MLflow UIs)."""
+    transformers weight-loading bars are noise here (they stay in the Prefect and MLflow UIs).
+    Settings the user made in the environment win."""
     import logging
     import os
 
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")  # run logs still reach the Prefect UI
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     for name in ("mlflow", "alembic", "httpx", "lightgbm"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

@@ -19,10 +19,13 @@ GOOD = {
 }
 
 
-def spex_cli(*args: str, env: dict[str, str] | None = None):
-    from spex.cli import app
+def spex_cli(*args: str):
+    import os
 
-    return CliRunner().invoke(app, list(args), env=env)
+    from spex.cli import QUIET_ENV, app
+
+    # the CLI quiets libraries through the environment: restore it after each call
+    return CliRunner().invoke(app, list(args), env={k: os.environ.get(k) for k in QUIET_ENV})
 
 
 @pytest.fixture

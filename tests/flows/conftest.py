@@ -18,10 +18,11 @@ from spex.store import testing as pg
 from tests.flows.flow_models import tiny_bert
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def flow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """The session's data dir (SQLite metadata DB, MLflow store, ablation store, Prefect results) and a
-    running Prefect test harness."""
+    """This package's data dir (SQLite metadata DB, MLflow store, ablation store, Prefect results) and a
+    running Prefect test harness (started once: it is slow to start; stopped, and the environment
+    restored, when the flow tests are done so no other suite runs inside it)."""
     from prefect.testing.utilities import prefect_test_harness
 
     data = tmp_path_factory.mktemp("spex-flows")
@@ -52,7 +53,7 @@ def bert_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_bert(tmp_path_factory.mktemp("bert-v2"), seed=3)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def registered(flow_env: dict[str, Path], bert_v1: Path, bert_v2: Path) -> str:
     """``tiny-sentiment`` versions 1 and 2 in the session's MLflow registry (aliases champion / candidate)."""
     from mlflow import MlflowClient

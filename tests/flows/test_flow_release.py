@@ -30,9 +30,12 @@ def write_spec(folder: Path, gates: dict, **extra: object) -> Path:
 
 
 def spex_cli(*args: str):
-    from spex.cli import app
+    import os
 
-    return CliRunner().invoke(app, list(args))
+    from spex.cli import QUIET_ENV, app
+
+    # the CLI quiets libraries through the environment: restore it after each call
+    return CliRunner().invoke(app, list(args), env={k: os.environ.get(k) for k in QUIET_ENV})
 
 
 def test_a_passing_release_exits_0_and_tags_the_candidate(flow_env, registered, tmp_path):
