@@ -10,7 +10,8 @@
 4. support selection: candidates ranked by |F| from the proxy; the support size k is chosen by
    held-out R² of a least-squares refit, all k at once from one QR factorisation (prefixes of
    the columns) — or the reference's 95 % cumulative-energy rule (``selection="energy"``);
-5. the chosen support refit by least squares on all masks.
+5. the chosen support refit on all masks: least squares (default), or ridge / lasso with
+   cross-validation (``refit_solver``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,27 @@ def select_by_energy(coefficients: np.ndarray, energy: float) -> int:
     return int(min(len(sq), np.searchsorted(cumulative, energy - 1e-12) + 1))
 
 
+REFIT_SOLVERS = ("lstsq", "ridge", "lasso")
+
+
+def refit_coefficients(design: np.ndarray, y: np.ndarray, solver: str, seed: int) -> np.ndarray:
+    """Coefficients of the chosen support on all masks.
+
+    ``lstsq`` (default): plain least squares — the support size was already chosen on held-out
+    masks, which is the regularisation; ``ridge`` / ``lasso``: cross-validated shrinkage for very
+    noisy values (column 0 is the constant and is not shrunk differently: no intercept is added).
+    """
+    if solver == "lstsq":
+        return lstsq(design, y, lapack_driver="gelsy", check_finite=False)[0]
+    if solver == "ridge":
+        from sklearn.linear_model import RidgeCV
+
+        return RidgeCV(alphas=np.logspace(-6, 3, 19), fit_intercept=False).fit(design, y).coef_
+    from sklearn.linear_model import LassoCV
+
+    return LassoCV(cv=5, alphas=20, fit_intercept=False, random_state=seed, max_iter=5000).fit(design, y).coef_
+
+
 class ProxySPEX(Method):
     """ProxySPEX (Butler et al., 2025) with held-out tuning and held-out support selection."""
 
@@ -152,6 +174,7 @@ class ProxySPEX(Method):
         "max_support": 512,
         "max_selection_rows": 16384,
         "refit": True,
+        "refit_solver": "lstsq",
         "num_threads": 1,  # see spex.explain(threads=): oversubscribed OpenMP spin-waits
     }
 
@@ -164,6 +187,8 @@ class ProxySPEX(Method):
             raise SpexInputError("validation_fraction must be in (0, 0.9)")
         if not 0.0 < float(o["energy"]) <= 1.0:
             raise SpexInputError("energy must be in (0, 1]")
+        if o["refit_solver"] not in REFIT_SOLVERS:
+            raise SpexInputError(f"refit_solver must be one of {REFIT_SOLVERS}, got {o['refit_solver']!r}")
         if not o["depths"] or any(int(d) < 1 for d in o["depths"]):
             raise SpexInputError("depths must be a non-empty sequence of positive integers")
 
@@ -174,6 +199,7 @@ class ProxySPEX(Method):
         self, evaluate: MaskEvaluator, n: int, budget: int, seed: int, timer: StageTimer
     ) -> tuple[Spectrum, dict[str, Any]]:
         o = self.options
+        self.seed_ = seed
         with timer.stage("sampling"):
             x = mask_sampling.uniform(n, budget, mask_sampling.rng(seed, "train"), pair_complements=o["pair_complements"])
             valid = np.zeros(budget, dtype=bool)
@@ -226,7 +252,7 @@ class ProxySPEX(Method):
             k, curve = select_by_holdout(design, y[rows], valid[rows], grid)
         support = np.vstack([constant, members[:k]])
         if o["refit"]:
-            coef = lstsq(sets.parity_design(x, support, full.n), y, lapack_driver="gelsy", check_finite=False)[0]
+            coef = refit_coefficients(sets.parity_design(x, support, full.n), y, o["refit_solver"], self.seed_)
         else:
             coef = np.concatenate([[full.constant], coefficients[:k]])
         diag: dict[str, Any] = {"support_size": int(k), "selection": o["selection"], "refit": bool(o["refit"])}

@@ -181,3 +181,13 @@ def test_energy_selection_mode_runs():
     ex = spex.explain(game, n, budget=1500, seed=0, selection="energy")
     assert ex.diagnostics["selection"] == "energy"
     assert spex.faithfulness(game, ex.spectrum, mask_sampling.holdout(n, 500, seed=1)) > 0.9
+
+
+@pytest.mark.parametrize("solver", ["ridge", "lasso"])
+def test_refit_solvers(solver):
+    n = 32
+    game = planted(n, "peak", k=3, order=3, seed=4)
+    ex = spex.explain(game, n, budget=1500, seed=0, refit_solver=solver)
+    assert spex.faithfulness(game, ex.spectrum, mask_sampling.holdout(n, 500, seed=1)) > 0.95
+    with pytest.raises(spex.SpexInputError, match="refit_solver"):
+        spex.explain(game, n, budget=1500, refit_solver="qr")
