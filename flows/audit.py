@@ -172,8 +172,12 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
     model_key = runtime.cheap_model_key(audit_spec.model)
     model_info = resolve_model.with_options(**opts)(spec_dict, model_key)
     versions = lens_versions()
-    infos = [prepare_subject.with_options(**opts)(spec_dict, s.id, model_key, subject_digest(audit_spec, s), versions)
-             for s in audit_spec.subjects]
+    infos = []
+    for s in audit_spec.subjects:
+        info = prepare_subject.with_options(**opts)(spec_dict, s.id, model_key, subject_digest(audit_spec, s), versions)
+        budget = audit_spec.check_budget(info["n"], s.id)  # the spec's budget: a spec error before any ablation
+        infos.append({**info, "budget": budget})
+        runtime.emit("subject_prepared", subject=s.id, n=info["n"], budget=budget, holdout=audit_spec.holdout)
     runtime.emit("audit_start", audit_id=audit_id, kind=kind, model=model_info["name"], uri=audit_spec.model.uri,
                  revision=model_info["revision"],
                  subjects=[{"id": i["id"], "n": i["n"], "budget": i["budget"], "holdout": audit_spec.holdout}

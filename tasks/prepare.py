@@ -51,17 +51,14 @@ def resolve_model(spec: dict[str, Any], model_key: str) -> dict[str, Any]:
       persist_result=True, **RETRIES)
 def prepare_subject(spec: dict[str, Any], subject_id: str, model_key: str, subject_digest: str,
                     lens_versions: str) -> dict[str, Any]:
-    """Build the subject's value function and return what later stages need (not the function).
-
-    ``budget`` is checked here (it depends on n): a budget too small for the subject is a spec error
-    before any ablation runs.
-    """
+    """Build the subject's value function and return what later stages need (not the function):
+    fingerprint, n, labels, the view the report draws. Nothing here depends on the spec's budget,
+    method or gates (they are not in the cache key)."""
     from spex.spec import subject_view
 
     audit_spec = runtime.spec_from(spec)
     vf = runtime.value_function(audit_spec, subject_id)
     n = int(vf.n_features)
-    budget = audit_spec.check_budget(n, subject_id)
     describe = vf.describe() if hasattr(vf, "describe") else {}
     subject = runtime.subject_of(audit_spec, subject_id)
     info = {
@@ -70,13 +67,11 @@ def prepare_subject(spec: dict[str, Any], subject_id: str, model_key: str, subje
         "fingerprint": vf.fingerprint,
         "n": n,
         "labels": [str(x) for x in vf.feature_labels],
-        "budget": budget,
         "full_value": float(describe.get("full_value", float("nan"))),
         "target": describe.get("target"),
         "view": subject_view(audit_spec, subject, vf),
         "describe": {k: v for k, v in describe.items() if k not in ("prompt",)},
     }
-    runtime.emit("subject_prepared", subject=subject_id, n=n, budget=budget, holdout=audit_spec.holdout)
     return info
 
 

@@ -118,9 +118,13 @@ def test_a_rerun_makes_no_model_call(flow_env, bert_v1, tmp_path):
     assert third["model_calls"]["masks_computed"] == 0
     assert third["subjects"]["food"]["ranking"] == first["subjects"]["food"]["ranking"]
 
+    # A changed budget is a different audit: nothing cached may carry the old budget over.
+    fourth = audit({**spec, "budget": 90}, db_url=db)
+    assert fourth["subjects"]["food"]["budget"] == 90 and fourth["model_calls"]["masks_computed"] > 0
+
     with MetadataStore(db) as store:
         audits = store.list_audits()
-    assert len(audits) == 3 and all(a.status == "succeeded" for a in audits)
+    assert len(audits) == 4 and all(a.status == "succeeded" for a in audits)
 
 
 def test_heads_and_data_lenses(flow_env, bert_v1, tmp_path):
