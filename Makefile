@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true $(PY) -m spex.demo
+	DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true $(PY) -m flows.demo
 
 test: $(STAMP)
 	DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest $(PYTEST_ARGS)

@@ -20,3 +20,14 @@ def test_core_imports_no_heavy_frameworks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_spex_never_imports_the_layers_above_it():
+    """flows -> tasks -> spex: no module of spex/ imports tasks/, flows/ or Prefect, even lazily."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "spex"
+    pattern = re.compile(r"^\s*(from|import)\s+(flows|tasks|prefect)\b", re.M)
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

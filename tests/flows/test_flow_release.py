@@ -32,7 +32,7 @@ def write_spec(folder: Path, gates: dict, **extra: object) -> Path:
 def spex_cli(*args: str):
     import os
 
-    from spex.cli import QUIET_ENV, app
+    from flows.cli import QUIET_ENV, app
 
     # the CLI quiets libraries through the environment: restore it after each call
     return CliRunner().invoke(app, list(args), env={k: os.environ.get(k) for k in QUIET_ENV})

@@ -88,7 +88,7 @@ def register_sentiment_versions(tracking_uri: str | None = None, log: Any = prin
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 when every part ran (gates may pass or fail: that is the audit's answer)."""
-    parser = argparse.ArgumentParser(prog="python -m spex.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-llm", action="store_true", help="skip part 1 (the SmolLM2 features audit)")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,432 @@
+"""The ``spex`` commands that run audits: ``spex audit``, ``spex release``, ``spex estimate``.
+
+They live here, above ``tasks/``, because they start Prefect flows; the read paths (db, audits,
+interactions, report, ui) stay in :mod:`spex.cli`, which imports nothing from tasks/ or flows/. This
+module registers its commands on the same Typer app, and the ``spex`` console script points here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from spex.cli import app
+from spex.cli import (  # noqa: F401  (shared helpers and options)
+    DbOption,
+    JsonOption,
+    TrackingOption,
+    _console,
+    _fail,
+    _fmt_float,
+    _mlflow_ui_command,
+    _to_json,
+)
+
+# ------------------------------------------------------------------------------------------ audits (run)
+
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Ignore Prefect's task cache (stored ablations are still reused).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+TopOption = Annotated[int | None, typer.Option("--top", "-k", min=1, help="Interactions printed per subject (default: the spec's top_k).")]
+
+
+QUIET_ENV: dict[str, str] = {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",  # run logs still reach the Prefect UI
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+}
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for spex's own progress: Prefect run logs, MLflow's migrations and the
+    transformers weight-loading bars are noise here (they stay in the Prefect and MLflow UIs).
+    Settings the user made in the environment win."""
+    import logging
+    import os
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in ("mlflow", "alembic", "httpx", "lightgbm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@contextmanager
+def _run_errors() -> Iterator[None]:
+    """Every failure of an audit run -> one line on stderr and exit 2 (gates failing is exit 1, not here)."""
+    from spex.validation import SpexInputError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted; the audit is marked failed, and a rerun reuses every mask already measured")
+    except SpexInputError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001  (CI must get exit 2 and one line, never a traceback)
+        import os
+
+        if os.environ.get("SPEX_DEBUG"):
+            raise
+        _fail(_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an unexpected failure: what failed, in the words of the component that failed."""
+    import sqlalchemy as sa
+
+    from spex.store import AuditNotFound, SchemaTooNew, StoreConfigError, SubjectNotFound
+
+    if isinstance(exc, (AuditNotFound, SubjectNotFound)):
+        return exc.args[0] if exc.args else str(exc)
+    if isinstance(exc, (StoreConfigError, SchemaTooNew)):
+        return str(exc)
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return f"database error: {text[0] if text else type(exc).__name__}; fix: check SPEX_DATABASE_URL / --db and that the database is up"
+    module = type(exc).__module__.split(".")[0]
+    if module == "mlflow":
+        message = getattr(exc, "message", None) or str(exc)
+        return f"MLflow error: {str(message).splitlines()[0] if message else type(exc).__name__}; fix: check MLFLOW_TRACKING_URI / --tracking-uri and that the server is up"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''} (set SPEX_DEBUG=1 for the traceback)"
+
+
+class _ProgressView:
+    """Per-subject progress with ETA (a rich live display on a terminal, plain lines otherwise),
+    fed by the events tasks emit through :mod:`tasks.runtime`."""
+
+    def __init__(self, console: Any, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self.rows: dict[str, Any] = {}
+        self.progress: Any = None
+        self.overall: Any = None
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("masks"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                     console=console, transient=False)
+
+    def __enter__(self) -> _ProgressView:
+        from tasks import runtime
+
+        if self.enabled:
+            runtime.subscribe(self)
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from tasks import runtime
+
+        runtime.unsubscribe(self)
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _line(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.log(text, markup=False, highlight=False)
+        else:
+            self.console.print(text, markup=False, highlight=False)
+
+    def __call__(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        subject = e.get("subject")
+        if kind == "audit_start":
+            self._line(f"{e['kind']} {e['audit_id'][:12]}: {e['model']} ({e['uri']}), {len(e['subjects'])} subjects")
+            if self.progress is not None:
+                total = sum(s["budget"] + s["holdout"] + 3 for s in e["subjects"])
+                self.overall = self.progress.add_task(f"[bold]{e['model']}", total=total)
+                for s in e["subjects"]:
+                    self.rows[s["id"]] = self.progress.add_task(f"  {s['id']}: waiting", total=s["budget"] + s["holdout"] + 3)
+        elif kind == "model_loaded":
+            self._line(f"model loaded: {e['uri']}")
+        elif kind == "subject_prepared":
+            self._line(f"subject {subject}: n={e['n']} features, budget {e['budget']} masks + {e['holdout']} held out")
+        elif kind == "subject_start" and self.progress is not None and subject in self.rows:
+            self.progress.update(self.rows[subject], total=e["total"], description=f"  {subject}: ablate")
+        elif kind == "masks" and self.progress is not None and subject in self.rows:
+            self.progress.update(self.rows[subject], advance=e["count"],
+                                 description=f"  {subject}: ablate {e['role']}" + ("" if e.get("computed") else " (stored)"))
+            if self.overall is not None:
+                self.progress.update(self.overall, advance=e["count"])
+        elif kind == "stage" and self.progress is not None and subject in self.rows:
+            self.progress.update(self.rows[subject], description=f"  {subject}: {e['stage']}")
+        elif kind == "subject_done":
+            stats = e.get("stats") or {}
+            line = (f"subject {subject}: held-out R² {_fmt_float(e.get('heldout_r2'), 3)}; masks computed "
+                    f"{stats.get('computed', 0)}, from store/cache {stats.get('from_store', 0)}")
+            if self.progress is not None and subject in self.rows:
+                task = next(t for t in self.progress.tasks if t.id == self.rows[subject])
+                left = max(0.0, (task.total or 0) - task.completed)
+                self.progress.update(self.rows[subject], completed=task.total, description=f"  {subject}: done")
+                if self.overall is not None:
+                    self.progress.update(self.overall, advance=left)
+            self._line(line)
+        elif kind == "report":
+            self._line(f"report written: {e['html']}")
+
+
+def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> None:
+    """Ranked interactions per subject, the gate table, where the report is, how to open MLflow."""
+    from rich.table import Table
+
+    k = top or 10
+    for key, s in result["subjects"].items():
+        console.print(f"{result['model']['name']} · {key} · held-out R² {_fmt_float(s['heldout_r2'], 3)}",
+                      markup=False, highlight=False, style="bold")
+        table = Table(box=None, pad_edge=False)
+        for column in ("rank", "interaction", "order", "value"):
+            table.add_column(column, no_wrap=True, justify="right" if column != "interaction" else "left")
+        for r in s["ranking"][:k]:
+            name = " × ".join(r["labels"]) if r.get("labels") else ", ".join(map(str, r["members"]))
+            table.add_row(str(r["rank"]), name, str(r["order"]), f"{r['value']:+.4g}")
+        console.print(table)
+        diff = (result.get("diffs") or {}).get(key)
+        if diff:
+            console.print(f"  vs baseline: top-{diff['k']} Jaccard {_fmt_float(diff['jaccard'], 3)}, rank correlation "
+                          f"{_fmt_float(diff['rank_correlation'], 3)}, max rank shift {diff['max_rank_shift']}, "
+                          f"appeared {len(diff['appeared'])}, disappeared {len(diff['disappeared'])}, "
+                          f"sign flips {len(diff['sign_flips'])}", markup=False, highlight=False)
+        console.print()
+    if result["gates"]:
+        console.print("gates", style="bold")
+        table = Table(box=None, pad_edge=False)
+        for column in ("gate", "value", "", "threshold", "result"):
+            table.add_column(column, no_wrap=True)
+        for g in result["gates"]:
+            table.add_row(g["metric"], _fmt_float(g["value"]), g["comparator"], _fmt_float(g["threshold"]),
+                          "pass" if g["passed"] else "FAIL")
+        console.print(table)
+    else:
+        console.print("gates: none configured")
+    for note in result.get("notes") or []:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    calls = result.get("model_calls") or {}
+    console.print(f"model calls: {calls.get('masks_computed', 0)} masks computed, {calls.get('model_loads', 0)} model loads",
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report:  {result['report']['html']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"export:  {result['report']['json']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"MLflow:  {_mlflow_ui_command()}   then open {_mlflow_run_url(result)}", markup=False, highlight=False, soft_wrap=True)
+    verdict = "PASS" if result["passed"] else "FAIL (a gate failed)"
+    console.print(f"{result['kind']} {result['audit_id']}: {verdict}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _mlflow_run_url(result: dict[str, Any], tracking_uri: str | None = None) -> str:
+    from spex import config
+
+    uri = tracking_uri or config.mlflow_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{result.get('mlflow_experiment_id')}/runs/{result.get('mlflow_run_id')}"
+
+
+def _finish(result: dict[str, Any], as_json: bool, quiet: bool, top: int | None, console: Any) -> None:
+    if as_json:
+        slim = {k: v for k, v in result.items() if k not in ("subjects",)}
+        slim["subjects"] = {k: {**{x: y for x, y in s.items() if x != "ranking"}, "top": s["ranking"][: top or 10]}
+                            for k, s in result["subjects"].items()}
+        if "baseline" in slim:
+            slim["baseline"] = {k: v for k, v in slim["baseline"].items() if k not in ("subjects",)}
+        typer.echo(_to_json(slim))
+    else:
+        _print_outcome(console, result, top)
+    raise typer.Exit(code=0 if result["passed"] else 1)
+
+
+@contextmanager
+def _connections(db: str | None, tracking_uri: str | None) -> Iterator[None]:
+    """Hand ``--db`` / ``--tracking-uri`` to the run through the environment, not as flow parameters:
+    Prefect stores a flow run's parameters, and a database URL may carry a password."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("SPEX_DATABASE_URL", "MLFLOW_TRACKING_URI")}
+    try:
+        if db:
+            os.environ["SPEX_DATABASE_URL"] = db
+        if tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _spec_data(spec_path: str) -> dict[str, Any]:
+    from spex.spec import load_spec
+
+    return load_spec(spec_path).public_dict()
+
+
+@app.command("audit")
+def audit_command(
+    spec: Annotated[str, typer.Argument(metavar="SPEC", help="The audit spec (YAML).")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Audit this model instead of the spec's (a URI).")] = None,
+    db: DbOption = None,
+    tracking_uri: TrackingOption = None,
+    no_cache: NoCacheOption = False,
+    top: TopOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Audit one model version: ablations, interactions, validation, gates; exit 0 pass / 1 fail / 2 error."""
+    _quiet_libraries()
+    console = _console()
+    with _run_errors():
+        data = _spec_data(spec)
+        from flows.audit import audit, preflight, results_in_data_dir
+
+        with _connections(db, tracking_uri):
+            preflight(data, model)  # model, DB and data dir checked before a Prefect run starts (fast exit 2)
+            with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
+                result = audit(data, model=model, refresh_cache=no_cache)
+    _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
+
+
+@app.command("release")
+def release_command(
+    spec: Annotated[str, typer.Argument(metavar="SPEC", help="The audit spec (YAML).")],
+    candidate: Annotated[str | None, typer.Option("--candidate", "-c", help="Candidate model URI (default: the spec's model).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", "-b", help="Baseline model URI (default: the spec's baseline).")] = None,
+    db: DbOption = None,
+    tracking_uri: TrackingOption = None,
+    no_cache: NoCacheOption = False,
+    top: TopOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Release audit: audit baseline and candidate, diff their interactions, apply the gates.
+
+    Exit 0 when every gate passes, 1 when a gate fails, 2 on an error."""
+    _quiet_libraries()
+    console = _console()
+    with _run_errors():
+        data = _spec_data(spec)
+        from flows.audit import preflight, results_in_data_dir
+        from flows.release import release_audit, release_models
+
+        with _connections(db, tracking_uri):
+            for uri in release_models(data, candidate, baseline):
+                preflight(data, uri)  # both models, the DB and the data dir checked before Prefect starts
+            with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
+                result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache)
+    _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
+
+
+@app.command("estimate")
+def estimate_command(
+    spec: Annotated[str, typer.Argument(metavar="SPEC", help="The audit spec (YAML).")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Estimate for this model instead of the spec's.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size of the warm-up (default: the spec's max_batch, at most 32).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What an audit will cost before running it: masks per subject, what is already stored, the model's
+    measured throughput on a short warm-up, and the ETA."""
+    _quiet_libraries()
+    with _run_errors():
+        from spex.spec import load_spec
+
+        audit_spec = load_spec(spec)
+        if model:
+            audit_spec = audit_spec.model_copy(update={"model": audit_spec.model.model_copy(update={"uri": model})})
+        rows, probe = _estimate(audit_spec, batch_size)
+    total_masks = sum(r["to_compute"] for r in rows)
+    total_seconds = sum(r["seconds"] for r in rows)
+    if as_json:
+        typer.echo(_to_json({"model": audit_spec.model.uri, "subjects": rows, "throughput": probe,
+                             "total_masks": sum(r["masks"] for r in rows), "to_compute": total_masks,
+                             "eta_seconds": total_seconds}))
+        return
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"estimate · {audit_spec.model.uri} · {audit_spec.lens} lens · {audit_spec.method}",
+                  box=None, pad_edge=False, title_justify="left")
+    for column in ("subject", "n", "budget", "design", "held-out", "removal", "stored", "to compute", "ETA"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "subject" else "right")
+    for r in rows:
+        table.add_row(r["subject"], str(r["n"]), str(r["budget"]), str(r["design"]), str(r["holdout"]), str(r["removal"]),
+                      str(r["stored"]), str(r["to_compute"]), _fmt_seconds(r["seconds"]))
+    console.print(table)
+    console.print(f"throughput: {probe['masks_per_s']:.2f} masks/s ({probe['tokens_per_s']:.0f} tokens/s) at batch "
+                  f"{probe['batch_size']}, measured on subject {probe['subject']} after a warm-up", markup=False)
+    console.print(f"total: {sum(r['masks'] for r in rows)} masks over {len(rows)} subjects, {total_masks} to compute; "
+                  f"ETA {_fmt_seconds(total_seconds)} of model time (plus proxy fits and recording, typically seconds "
+                  f"per subject)", markup=False)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _estimate(audit_spec: Any, batch_size: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per subject: masks (design + held-out + removal), already stored, ETA from the measured rate."""
+    import numpy as np
+
+    from spex.ablation import AblationStore, measure_throughput
+    from spex.config import data_dir
+    from spex.masks import holdout as holdout_masks
+    from tasks import runtime
+    from tasks.sample import design_masks
+
+    store = AblationStore(data_dir() / "ablations")
+    size = batch_size or min(audit_spec.batch.max_batch, 32)
+    probe: dict[str, Any] | None = None
+    rows = []
+    for subject in audit_spec.subjects:
+        vf = runtime.value_function(audit_spec, subject.id)
+        n = int(vf.n_features)
+        budget = audit_spec.check_budget(n, subject.id)
+        design = design_masks(audit_spec.method, audit_spec.method_options, n, budget, audit_spec.seed)
+        held = holdout_masks(n, audit_spec.holdout, audit_spec.seed)
+        removal = 3 if audit_spec.removal_r > 0 else 1
+        all_masks = np.concatenate([design, held])
+        _, found = store.lookup(vf.fingerprint, all_masks)
+        cost = np.asarray(vf.cost(all_masks[~found][:256]), dtype=float) if (~found).any() else np.ones(1)
+        if probe is None:
+            rate = measure_throughput(vf, batch_sizes=(size,), batches=2, warmup=1)[-1]
+            probe_cost = float(np.mean(vf.cost(np.ones((1, n), dtype=bool)))) if hasattr(vf, "cost") else 1.0
+            probe = {"subject": subject.id, "batch_size": size, "masks_per_s": rate.masks_per_s,
+                     "tokens_per_s": rate.tokens_per_s, "cost_per_mask": probe_cost}
+        to_compute = int((~found).sum()) + removal
+        per_mask_cost = float(cost.mean()) if len(cost) else 1.0
+        if probe["tokens_per_s"] > 0 and per_mask_cost > 0:
+            seconds = to_compute * per_mask_cost / probe["tokens_per_s"]
+        elif probe["masks_per_s"] > 0:
+            seconds = to_compute / probe["masks_per_s"]
+        else:
+            seconds = math.inf
+        rows.append({"subject": subject.id, "n": n, "budget": budget, "design": int(len(design)),
+                     "holdout": int(len(held)), "removal": removal, "masks": int(len(design) + len(held) + removal),
+                     "stored": int(found.sum()), "to_compute": to_compute, "seconds": float(seconds)})
+    assert probe is not None
+    return rows, probe
+
+
+if __name__ == "__main__":
+    app()
