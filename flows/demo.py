@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-llm", action="store_true", help="skip part 1 (the SmolLM2 features audit)")
     args = parser.parse_args(argv)
 
-    from spex import cli, config
+    from flows import cli
+    from spex import config
 
     cli._quiet_libraries()
     console = cli._console()
