@@ -72,18 +72,6 @@ def registered(flow_env: dict[str, Path], bert_v1: Path, bert_v2: Path) -> str:
     return "tiny-sentiment"
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """URL of this session's Postgres test database (skip locally without one; fail in CI)."""
-    try:
-        with pg.throwaway_database() as url:
-            yield url
-    except pg.PostgresUnavailable as exc:
-        if pg.postgres_required():
-            pytest.fail(f"{exc} (SPEX_REQUIRE_POSTGRES=1)", pytrace=False)
-        pytest.skip(str(exc))
-
-
 @pytest.fixture
 def postgres_url(postgres_database: str) -> Iterator[str]:
     with pg.fresh_schema(postgres_database, prefix="flows") as url:
