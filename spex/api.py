@@ -112,4 +112,5 @@ def explain(
         diagnostics=diagnostics,
         labels=list(getattr(value_fn, "feature_labels", None) or []) or None,
         options=dict(algorithm.options),
+        proxy=getattr(algorithm, "booster_", None),
     )

@@ -25,6 +25,7 @@ class Explanation:
             has them) and ``total``; ``outside_value_calls`` is total minus value_calls.
         diagnostics: method specifics (proxy R², chosen hyper-parameters, support size, SPEX b/t/C…).
         labels: the feature labels, when the value function has them.
+        proxy: the fitted proxy model (ProxySPEX's LightGBM booster), for tracking; None otherwise.
     """
 
     spectrum: Spectrum
@@ -36,6 +37,7 @@ class Explanation:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     labels: Sequence[str] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    proxy: Any = None  # the fitted proxy model when the method has one (ProxySPEX: a lightgbm.Booster)
 
     @property
     def n(self) -> int:

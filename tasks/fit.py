@@ -10,7 +10,6 @@ mean the design changed between stages). The method class is called directly rat
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -65,38 +64,20 @@ def fit_method(method: str, options: dict[str, Any], n: int, budget: int, seed: 
     """Run ``method`` on the measured (masks, values); returns the spectrum (JSON), diagnostics, the
     proxy booster (LightGBM model text) when there is one, seconds per stage and the masks used."""
     import spex
-    from spex.evaluation import MaskEvaluator
-    from spex.exact import EXACT_MAX_N, all_masks, spectrum_from_table
-    from spex.methods.base import StageTimer
 
-    from threadpoolctl import threadpool_limits
-
-    algorithm = spex.get_method(method, **options)
-    evaluator = MaskEvaluator(ReplayValueFunction(masks, values), n)
-    timer = StageTimer()
-    start = time.perf_counter()
-    # One BLAS/OpenMP thread, as spex.explain does by default: on shared, busy cores multi-threaded
-    # LightGBM / BLAS spin-wait (docs/engine.md); the replayed value function needs no threads.
-    with threadpool_limits(threads):
-        if n <= EXACT_MAX_N and (1 << n) <= budget:
-            table = evaluator(all_masks(n))
-            with timer.stage("fit"):
-                spectrum = algorithm.from_exact(spectrum_from_table(table))
-            diagnostics: dict[str, Any] = {"exact": True}
-        else:
-            spectrum, diagnostics = algorithm.fit(evaluator, n, budget, seed, timer)
-            diagnostics.setdefault("exact", False)
-    booster = getattr(algorithm, "booster_", None)
-    seconds = dict(timer.seconds)
-    seconds["total"] = time.perf_counter() - start
+    # spex.explain replays the stored values: same seed, same masks, no model call; it also applies
+    # the one-thread BLAS/OpenMP limit and the exact-enumeration path.
+    ex = spex.explain(ReplayValueFunction(masks, values), n, budget=budget, method=method, seed=seed,
+                      threads=threads, **options)
+    spectrum, diagnostics, booster, seconds = ex.spectrum, ex.diagnostics, ex.proxy, ex.seconds
     return {
         "spectrum": spectrum.to_json(),
         "diagnostics": jsonable(diagnostics),
         "booster": booster.model_to_string() if booster is not None else None,
         "seconds": seconds,
-        "n_calls": int(evaluator.n_calls),
-        "method": algorithm.name,
-        "options": jsonable(dict(algorithm.options)),
+        "n_calls": int(ex.n_calls),
+        "method": ex.method,
+        "options": jsonable(dict(ex.options)),
         "coefficients": len(spectrum),
     }
 

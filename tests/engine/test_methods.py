@@ -48,6 +48,7 @@ def test_value_fn_sees_each_mask_once_in_large_batches():
     assert ex.labels == counting.feature_labels
     assert set(ex.seconds) >= {"sampling", "value_calls", "fit", "extraction", "refit", "total"}
     assert ex.diagnostics["support_size"] >= 1 and "proxy_r2" in ex.diagnostics
+    assert ex.proxy is not None and ex.proxy.num_trees() == ex.diagnostics["proxy_trees"]
 
 
 def test_batch_size_caps_calls():
