@@ -103,9 +103,20 @@ def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, d
     (the path exists, the registry version or alias exists), the metadata DB answers and the data dir
     is writable; returns the model's cheap key. The CLI calls it first, so a typo or a database that is
     down fails in a second with exit 2, before a Prefect server starts or a model is called."""
+    from spex.spec import SpecError
+    from spex.validation import SpexInputError
+
     audit_spec = with_model(validate_spec(spec), model)
+    audit_spec.check_offline()  # n vs budget from the text alone, custom model code not trusted: no model load
     check_data_dir()
-    key = runtime.cheap_model_key(audit_spec.model)
+    try:
+        key = runtime.cheap_model_key(audit_spec.model)
+    except SpecError:
+        raise
+    except SpexInputError as exc:  # e.g. a registry version that does not exist: name the field
+        message = " ".join(str(exc).split())
+        raise SpecError(message if message.startswith("spec field") else f"spec field `model`: {message}",
+                        field="model") from None
     check_environment(db_url)
     return key
 

@@ -13,6 +13,7 @@
     ranking: {index: fbii, order: 2, top_k: 10}
     gates: {faithfulness_min: 0.7, top_k_jaccard_min: 0.5, max_rank_shift: 5, forbidden: [[he, nurse]]}
     baseline: models:/sentiment/3
+    privacy: {redact_text: false}            # true: no prompt text in MLflow, the metadata DB or reports
 
 Why pydantic and why the error format: a spec is written by hand and read by CI. Every problem is
 reported as ONE line that names the field (``gates.faithfulness_min``), says what was wrong, and says
@@ -47,8 +48,7 @@ class SpecError(SpexInputError):
     """A spec that cannot be run: the message names the field and the fix (one line)."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field=field)
 
 
 class _Strict(BaseModel):
@@ -227,6 +227,26 @@ class BatchSpec(_Strict):
     chunk_size: int = Field(512, ge=1, le=10_000_000)
 
 
+class PrivacySpec(_Strict):
+    """What an audit may keep of its input text.
+
+    ``redact_text: true`` keeps the subjects' text out of everything the audit records or publishes —
+    MLflow (params, tags, artifacts, datasets), the metadata DB, the HTML report, the JSON export and the
+    CLI's output: feature labels become their indices (``f0``, ``f1``, ...), the prompts, targets,
+    responses, training texts and the system prompt are stored as ``[redacted]``, and subject views keep
+    only the character offsets of the features. The numbers (values, interactions, R², gates) are
+    unchanged. What stays in clear: the subject ids (choose ids that reveal nothing), the model URI, and
+    the machine-local caches under ``SPEX_DATA_DIR`` (the ablation store's ``meta.json``, Prefect's task
+    results) and Prefect's flow-run parameters, which hold the spec itself because a rerun needs it.
+    ``gates.forbidden`` names feature labels and so cannot be combined with ``redact_text``.
+    """
+
+    redact_text: bool = False
+
+
+REDACTED = "[redacted]"
+
+
 # --------------------------------------------------------------------------------------------- the spec
 class AuditSpec(_Strict):
     """A validated audit spec (see the module docstring for the YAML)."""
@@ -247,6 +267,14 @@ class AuditSpec(_Strict):
     gates: Gates = Field(default_factory=Gates)
     baseline: ModelSpec | None = None
     batch: BatchSpec = Field(default_factory=BatchSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+
+    @model_validator(mode="after")
+    def _privacy(self) -> AuditSpec:
+        if self.privacy.redact_text and self.gates.forbidden:
+            raise ValueError("gates.forbidden names feature labels, which privacy.redact_text hides; fix: remove "
+                             "gates.forbidden or set privacy.redact_text: false")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -341,8 +369,124 @@ class AuditSpec(_Strict):
         return budget
 
     def public_dict(self) -> dict[str, Any]:
-        """The spec as JSON-able data (what the metadata DB, MLflow params and Prefect parameters get)."""
+        """The spec as JSON-able data (what Prefect parameters and the tasks get; see :meth:`stored_dict`
+        for what the metadata DB and MLflow get)."""
         return self.model_dump(mode="json", exclude_none=False)
+
+    @property
+    def redact(self) -> bool:
+        return self.privacy.redact_text
+
+    def stored_dict(self) -> dict[str, Any]:
+        """The spec as the metadata DB and MLflow record it: :meth:`public_dict`, with every text of the
+        subjects and lens options replaced by ``[redacted]`` when ``privacy.redact_text`` is on."""
+        return redact_spec(self.public_dict())
+
+    def check_offline(self) -> None:
+        """Checks that need the spec's text, not the model's weights (run before anything starts):
+
+        * features lens: each subject's features (words / sentences) exist, and the budget supports n;
+        * data lens: the training set's n against the budget;
+        * a local model folder that ships custom code (config ``auto_map``) without
+          ``model.trust_remote_code: true``.
+
+        Raises a :class:`SpecError` naming the field and the fix."""
+        for key, model in (("model", self.model), ("baseline", self.baseline)):
+            if model is not None:
+                check_remote_code(model, key)
+        for i, subject in enumerate(self.subjects):
+            n = self._offline_n(i, subject)
+            if n is not None:
+                self.check_budget(n, subject.id)
+
+    def _offline_n(self, i: int, subject: Any) -> int | None:
+        if self.lens == "features":
+            from spex.lenses.features import segment
+
+            o = self.options
+            assert isinstance(o, FeaturesOptions)
+            try:
+                return len(segment(subject.prompt, o.unit))
+            except SpexInputError as exc:
+                raise SpecError(f"spec field `subjects[{i}].prompt` (subject {subject.id!r}): {exc}; fix: give a "
+                                f"prompt with at least one {o.unit} to use as a feature",
+                                field=f"subjects[{i}].prompt") from None
+        if self.lens == "data":
+            o = self.options
+            assert isinstance(o, DataOptions)
+            rows = load_training_set(o)
+            if o.grouped:
+                return len({r.group if r.group is not None else j for j, r in enumerate(rows)})
+            return len(rows)
+        return None
+
+
+def check_remote_code(model: ModelSpec, key: str = "model") -> None:
+    """A local model folder whose config asks for custom code (``auto_map``) runs only with
+    ``trust_remote_code: true`` in the spec (registry models are checked when they are loaded)."""
+    if model.trust_remote_code:
+        return
+    folder = Path(model.uri).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    try:
+        needs_code = bool(json.loads(config.read_text(encoding="utf-8")).get("auto_map"))
+    except (OSError, ValueError, AttributeError):
+        return  # not ours to judge here: loading reports a broken config
+    if needs_code:
+        raise SpecError(
+            f"spec field `{key}.trust_remote_code`: the model at {model.uri} ships custom Python code (config "
+            f"'auto_map') and spex does not run it by default; fix: write {key}: {{uri: {model.uri}, "
+            f"trust_remote_code: true}} only if you trust that code", field=f"{key}.trust_remote_code")
+
+
+_TEXT_FIELDS = ("prompt", "target", "prompts", "answers", "text")
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, str):
+        return REDACTED
+    return value
+
+
+def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec dict (``public_dict``) as it may be stored: when ``privacy.redact_text`` is on, subjects'
+    texts (prompt, target, prompts, answers, text; a classifier's integer class stays), the system
+    prompt, the heads lens' reference prompts and inline training texts become ``[redacted]``."""
+    spec = dict(spec)
+    if not (spec.get("privacy") or {}).get("redact_text"):
+        return spec
+    spec["subjects"] = [{k: (_redacted(v) if k in _TEXT_FIELDS else v) for k, v in s.items()}
+                        for s in spec.get("subjects") or []]
+    options = dict(spec.get("lens_options") or {})
+    for key in ("system", "reference"):
+        if options.get(key) is not None:
+            options[key] = _redacted(options[key])
+    if isinstance(options.get("train"), list):
+        options["train"] = [{**row, "text": REDACTED} for row in options["train"]]
+    spec["lens_options"] = options
+    return spec
+
+
+def redact_subject_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A prepared subject (``tasks.prepare``) without its text: labels ``f0..``, the view's text dropped
+    (the features' offsets stay), the scored target / response and text-bearing descriptions removed."""
+    n = int(info["n"])
+    view = dict(info.get("view") or {})
+    if "text" in view:
+        view["text"] = None
+    if "target" in view:
+        view["target"] = REDACTED
+    if "examples" in view:
+        view["examples"] = [{"text": REDACTED, "label": e.get("label")} for e in view["examples"]]
+    view["redacted"] = True
+    describe = {k: v for k, v in (info.get("describe") or {}).items()
+                if k not in ("prompt", "system", "target", "replacement", "target_text", "texts")}
+    return {**info, "labels": [f"f{i}" for i in range(n)], "view": view,
+            "target": REDACTED if info.get("target") is not None else None, "describe": describe}
 
 
 def _default_options(lens: str) -> dict[str, Any]:
@@ -491,6 +635,12 @@ def validate_spec(data: Any, *, base_dir: Path | None = None) -> AuditSpec:
                     field, message = _one_line(exc, f"subjects[{i}]")
                     raise SpecError(message, field=field) from None
             data["subjects"] = parsed
+    privacy, gates = data.get("privacy"), data.get("gates")
+    if (isinstance(privacy, Mapping) and privacy.get("redact_text") is True and isinstance(gates, Mapping)
+            and gates.get("forbidden")):
+        raise SpecError("spec field `gates.forbidden`: forbidden interactions name feature labels, which "
+                        "privacy.redact_text hides; fix: remove gates.forbidden or set privacy.redact_text: false",
+                        field="gates.forbidden")
     try:
         return AuditSpec.model_validate(data)
     except ValidationError as exc:
@@ -549,6 +699,49 @@ def read_jsonl(path: Path, *, field: str, default_id: bool = False) -> list[dict
     return rows
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+def _unique_key_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """PyYAML's safe loader, except that a key given twice in one mapping is an error: a spec that
+        says ``budget:`` twice would otherwise run with whichever came last."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # merge keys (<<) may override by design
+                    key = self.construct_object(key_node, deep=deep)
+                    if isinstance(key, (str, int, float, bool)) or key is None:
+                        if key in seen:
+                            raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                        seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+class _LazyLoader:
+    """Build the loader class on first use (this module imports PyYAML lazily)."""
+
+    _cls: type | None = None
+
+    def __call__(self, stream: Any) -> Any:
+        if _LazyLoader._cls is None:
+            _LazyLoader._cls = _unique_key_loader()
+        return _LazyLoader._cls(stream)
+
+
+_UniqueKeyLoader = _LazyLoader()
+
+
 def load_spec(source: str | Path | Mapping[str, Any]) -> AuditSpec:
     """Read and validate a spec from a YAML file (or an already parsed mapping)."""
     if isinstance(source, Mapping):
@@ -565,7 +758,10 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> AuditSpec:
     except UnicodeDecodeError:
         raise SpecError(f"spec file {path} is not UTF-8 text; fix: save it as UTF-8 YAML", field="spec") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader that refuses duplicate keys)
+    except _DuplicateKey as exc:
+        raise SpecError(f"spec file {path} line {exc.line}: spec field `{exc.key}` is given twice (YAML would keep "
+                        f"only the last one silently); fix: keep one `{exc.key}:`", field=str(exc.key)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -585,7 +781,10 @@ def subject_payload(spec: AuditSpec, subject: FeaturesSubject | HeadsSubject | D
     same prompt audited on two versions is one subject with two sets of interactions.
     """
     body = subject.model_dump(mode="json", exclude={"id"})
-    return {"lens": spec.lens, "options": spec.options.model_dump(mode="json"), "subject": body}
+    payload = {"lens": spec.lens, "options": spec.options.model_dump(mode="json"), "subject": body}
+    if spec.redact:  # what is recorded differs (labels f0.., no text): a subject of its own, cached apart
+        payload["privacy"] = spec.privacy.model_dump(mode="json")
+    return payload
 
 
 def subject_digest(spec: AuditSpec, subject: FeaturesSubject | HeadsSubject | DataSubject) -> str:
@@ -621,8 +820,33 @@ def load_training_set(options: DataOptions) -> list[TrainExample]:
     return rows
 
 
+_LENS_FIELDS = {"prompt": "subjects[{i}].prompt", "target": "subjects[{i}].target", "prompts": "subjects[{i}].prompts",
+                "answers": "subjects[{i}].answers", "text": "subjects[{i}].text", "label": "subjects[{i}].label",
+                "chat": "lens_options.chat", "system": "lens_options.system", "mask": "lens_options.mask",
+                "unit": "lens_options.unit", "layers": "lens_options.layers", "reference": "lens_options.reference",
+                "classes": "lens_options.classes", "train": "lens_options.train", "model": "model"}
+
+
 def build_value_function(spec: AuditSpec, subject: Any, model: Any) -> Any:
-    """The lens value function of one subject on a loaded model (:class:`spex.models.LoadedModel`)."""
+    """The lens value function of one subject on a loaded model (:class:`spex.models.LoadedModel`).
+
+    A lens that rejects its input names its argument (``SpexInputError.field``); the error is re-raised
+    as a :class:`SpecError` naming the spec field it came from (``lens_options.chat``,
+    ``subjects[2].target``), with the subject's id."""
+    try:
+        return _build_value_function(spec, subject, model)
+    except SpecError:
+        raise
+    except SpexInputError as exc:
+        index = next((i for i, s in enumerate(spec.subjects) if s.id == subject.id), 0)
+        field = _LENS_FIELDS.get(exc.field or "", "subjects[{i}]").format(i=index)
+        message = " ".join(str(exc).split())
+        if "fix:" not in message:
+            message += "; fix: correct that field"
+        raise SpecError(f"spec field `{field}` (subject {subject.id!r}): {message}", field=field) from None
+
+
+def _build_value_function(spec: AuditSpec, subject: Any, model: Any) -> Any:
     import spex.lenses
 
     o = spec.options

@@ -72,6 +72,10 @@ def prepare_subject(spec: dict[str, Any], subject_id: str, model_key: str, subje
         "view": subject_view(audit_spec, subject, vf),
         "describe": {k: v for k, v in describe.items() if k not in ("prompt",)},
     }
+    if audit_spec.redact:  # privacy.redact_text: nothing downstream (records, report, cache) sees the text
+        from spex.spec import redact_subject_info
+
+        info = redact_subject_info(info)
     return info
 
 

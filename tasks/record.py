@@ -47,7 +47,11 @@ def interaction_frame(rows: list[dict[str, Any]], index: str) -> pd.DataFrame:
 
 
 def spec_params(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as MLflow params: everything but the subjects' contents (their count instead)."""
+    """The spec as MLflow params: everything but the subjects' contents (their count instead); texts
+    redacted under ``privacy.redact_text``."""
+    from spex.spec import redact_spec
+
+    spec = redact_spec(spec)
     params = {k: v for k, v in spec.items() if k not in ("subjects",)}
     params["n_subjects"] = len(spec.get("subjects") or [])
     params["subject_ids"] = [s.get("id") for s in spec.get("subjects") or []]
@@ -61,7 +65,9 @@ def open_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, mode
     """Open the audit in the DB (``running``) and its MLflow parent run; link the two."""
     store = runtime.metadata_store(db_url)
     tracker = runtime.tracker(tracking_uri)
-    stored_spec = {**spec, **({"_audit": extra} if extra else {})}
+    from spex.spec import redact_spec
+
+    stored_spec = {**redact_spec(spec), **({"_audit": extra} if extra else {})}  # privacy.redact_text
     store.start_audit(_ref(model), stored_spec, audit_id=audit_id, kind=kind, baseline=_ref(baseline),
                       seeds={"seed": spec.get("seed", 0)})
     tags = {"spex.audit_kind": kind, "spex.model_uri": model.get("uri", "")}

@@ -95,7 +95,8 @@ def segment(text: str, unit: Unit | Sequence[tuple[int, int]] | Sequence[str] = 
                         f"the prompt's {len(text)} characters"
                     )
     if not spans:
-        raise SpexInputError(f"the prompt has no {unit if isinstance(unit, str) else 'span'}s to use as features")
+        raise SpexInputError(f"the prompt has no {unit if isinstance(unit, str) else 'span'}s to use as features",
+                             field="prompt")
     return spans
 
 
@@ -138,7 +139,8 @@ class FeatureLens(ValueFunction):
                 f"(load it with kind='causal-lm' or 'classifier' if its config is misleading)"
             )
         if not isinstance(prompt, str) or not prompt.strip():
-            raise SpexInputError("prompt must be a non-empty string")
+            raise SpexInputError("prompt must be a non-empty string; fix: give the text whose words are the features",
+                                 field="prompt")
         self.model = model
         self.prompt = prompt
         self.system = system
@@ -152,31 +154,46 @@ class FeatureLens(ValueFunction):
         self._memo: dict[bytes, list[int]] = {}
         if model.kind == "classifier":
             if system is not None:
-                raise SpexInputError("system is for chat models; a classifier reads the prompt alone")
+                raise SpexInputError("system is for chat models; a classifier reads the prompt alone; fix: remove "
+                                     "system", field="system")
             self.chat = False
             full = self._prompt_ids(np.ones(self.n_features, dtype=bool))
             with torch.inference_mode():
                 logits = classifier_logits(model.model, [full], pad_id=self._pad)[0]
-            self.target_class = model.class_index(target) if target is not None else int(logits.argmax())
+            try:
+                self.target_class = model.class_index(target) if target is not None else int(logits.argmax())
+            except SpexInputError as exc:
+                raise SpexInputError(f"{exc}; fix: give one of those classes (name or index), or no target for "
+                                     f"the predicted class", field="target") from None
             self.target = model.labels[self.target_class]
             self.target_ids: list[int] = []
             self.full_value = float(logits[self.target_class])
         else:
             has_template = bool(getattr(tok, "chat_template", None))
             if chat and not has_template:
-                raise SpexInputError(f"chat=True but the tokenizer of {model.uri} has no chat template")
+                raise SpexInputError(f"chat=True but the tokenizer of {model.uri} has no chat template; fix: set "
+                                     f"chat: false (score the plain prompt) or audit a model with a chat template",
+                                     field="chat")
             self.chat = has_template if chat is None else bool(chat)
             if system is not None and not self.chat:
-                raise SpexInputError("system needs a chat template (chat=True on a model that has one)")
+                raise SpexInputError("system needs a chat template (chat=True on a model that has one); fix: remove "
+                                     "system, or audit a model with a chat template", field="system")
             full = self._prompt_ids(np.ones(self.n_features, dtype=bool))
             if target is None:
                 self.target_ids = greedy_continuation(model.model, tok, full, max_new_tokens=max_new_tokens)
                 if not self.target_ids:
-                    raise SpexInputError("the model's greedy answer to the full prompt is empty; give a target")
+                    raise SpexInputError("the model's greedy answer to the full prompt is empty; fix: give a target "
+                                         "(the response to score)", field="target")
             else:
                 if not isinstance(target, str) or not target:
-                    raise SpexInputError("target must be a non-empty string (the response to score)")
+                    raise SpexInputError("target must be a non-empty string (the response to score); fix: write the "
+                                         "response text, or leave target out to score the model's own answer",
+                                         field="target")
                 self.target_ids = list(tok(target, add_special_tokens=False)["input_ids"])
+                if not self.target_ids:
+                    raise SpexInputError(f"target {target!r} tokenizes to no tokens with the tokenizer of {model.uri}, "
+                                         f"so there is nothing to score; fix: give a target with visible text, or "
+                                         f"leave target out to score the model's own answer", field="target")
             self.target = tok.decode(self.target_ids)
             self.target_class = None
         self._prefix: PrefixCache | None = None

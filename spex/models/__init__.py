@@ -248,7 +248,8 @@ def _check_remote_code(cfg_dict: dict[str, Any], where: str, trust_remote_code: 
     if cfg_dict.get("auto_map") and not trust_remote_code:
         raise SpexInputError(
             f"{where} needs custom Python code shipped with the model (config 'auto_map'); spex does not run it "
-            f"unless you pass trust_remote_code=True (only do so for a model whose code you trust)"
+            f"unless you pass trust_remote_code=True; fix: set trust_remote_code: true in the spec's model "
+            f"(trust_remote_code=True in Python) only for a model whose code you trust", field="trust_remote_code"
         )
 
 

@@ -76,7 +76,8 @@ def resolve(uri: str, *, tracking_uri: str | None = None, registry_uri: str | No
             raise SpexInputError(
                 f"the MLflow registry at {registry} has no {what} of model {name!r}"
                 + (f"; its versions are {versions}" if versions else "; no registered model has that name")
-                + " (check the name, or point MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI at the right server)"
+                + "; fix: check the name and version, or point MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI at the "
+                "right server"
             ) from exc
         source.update(name=mv.name, version=str(mv.version), run_id=mv.run_id, model_source=mv.source)
         # The version's own artifact location: a models:/ URI would be resolved against MLflow's global

@@ -184,6 +184,11 @@ def _examples_view(s: SubjectReport, effects: Sequence[float], scale: float) -> 
 
 
 def _subject_view(s: SubjectReport, effects: Sequence[float], scale: float) -> str:
+    if s.view.get("redacted"):  # privacy.redact_text: no text was recorded, features are shown by index
+        note = '<p class="meta">text redacted (privacy.redact_text): features are shown by index</p>'
+        if s.view.get("kind") == "examples":
+            return note + _examples_view(s, effects, scale)
+        return note + _label_view(s, effects, scale)
     kind = s.view.get("kind")
     if kind == "grid" or s.lens == "heads":
         return _grid_view(s, effects, scale)
