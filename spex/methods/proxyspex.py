@@ -20,11 +20,12 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-from scipy.linalg import lstsq, solve_triangular
+from scipy.linalg import solve_triangular
 
 from spex import masks as mask_sampling
 from spex import sets
 from spex.evaluation import MaskEvaluator
+from spex.linalg import independent_columns, least_squares
 from spex.methods.base import Method, StageTimer
 from spex.methods.trees import tree_spectrum
 from spex.metrics import r2
@@ -104,23 +105,37 @@ def _ranked_candidates(full: Spectrum, limit: int) -> tuple[np.ndarray, np.ndarr
     return full.members[order], full.coefficients[order]
 
 
+def support_grid(count: int) -> np.ndarray:
+    """Candidate support sizes 1..count, about a dozen, geometrically spaced."""
+    return np.unique(np.clip(np.round(np.geomspace(1, count, num=14)).astype(int), 1, count))
+
+
 def select_by_holdout(
-    design: np.ndarray, y: np.ndarray, valid: np.ndarray, grid: np.ndarray
-) -> tuple[int, list[dict[str, float]]]:
-    """Support size k (from ``grid``) whose least-squares fit on the train rows predicts the
-    validation rows best. Column 0 of ``design`` is the constant; k counts the others. One QR of
-    the train design serves every k: the fit on the first k+1 columns uses R[:k+1, :k+1]."""
+    design: np.ndarray, y: np.ndarray, valid: np.ndarray
+) -> tuple[int, list[dict[str, float]], np.ndarray]:
+    """Support size k whose least-squares fit on the train rows predicts the validation rows best.
+
+    Column 0 of ``design`` is the constant; k counts the others. One QR of the train design serves
+    every k: the fit on the first k+1 columns uses R[:k+1, :k+1]. Candidates that are linear
+    combinations of higher-ranked ones on the train rows are dropped first (a vanishing R[j, j]): their
+    coefficients are not identified by the sample and would be huge (see :mod:`spex.linalg`).
+    Returns (k, the validation curve, the kept candidate columns as a bool mask over columns 1..)."""
     q, r = np.linalg.qr(design[~valid])
+    kept = independent_columns(design[~valid], r)
+    kept[0] = True
+    if not kept.all():
+        design = design[:, kept]
+        q, r = np.linalg.qr(design[~valid])
     qty = q.T @ y[~valid]
     curve = []
-    for k in grid:  # ~a dozen candidate sizes
+    for k in support_grid(max(1, design.shape[1] - 1)) if design.shape[1] > 1 else []:  # ~a dozen sizes
         with np.errstate(all="ignore"):
             beta = solve_triangular(r[: k + 1, : k + 1], qty[: k + 1], check_finite=False)
             pred = design[valid][:, : k + 1] @ beta
         score = r2(y[valid], pred) if np.all(np.isfinite(pred)) else -np.inf
         curve.append({"k": int(k), "valid_r2": float(score)})
-    best = max(curve, key=lambda c: (c["valid_r2"], -c["k"]))
-    return best["k"], curve
+    best = max(curve, key=lambda c: (c["valid_r2"], -c["k"])) if curve else {"k": 0}
+    return best["k"], curve, kept[1:]
 
 
 def select_by_energy(coefficients: np.ndarray, energy: float) -> int:
@@ -147,7 +162,7 @@ def refit_coefficients(design: np.ndarray, y: np.ndarray, solver: str, seed: int
     noisy values (column 0 is the constant and is not shrunk differently: no intercept is added).
     """
     if solver == "lstsq":
-        return lstsq(design, y, lapack_driver="gelsy", check_finite=False)[0]
+        return least_squares(design, y)
     if solver == "ridge":
         from sklearn.linear_model import RidgeCV
 
@@ -246,10 +261,10 @@ class ProxySPEX(Method):
         if o["selection"] == "energy":
             k, curve = select_by_energy(coefficients, float(o["energy"])), None
         else:
-            grid = np.unique(np.clip(np.round(np.geomspace(1, len(members), num=14)).astype(int), 1, len(members)))
             rows = self._selection_rows(valid)
             design = np.hstack([np.ones((len(rows), 1)), sets.parity_design(x[rows], members, full.n)])
-            k, curve = select_by_holdout(design, y[rows], valid[rows], grid)
+            k, curve, kept = select_by_holdout(design, y[rows], valid[rows])
+            members, coefficients = members[kept], coefficients[kept]
         support = np.vstack([constant, members[:k]])
         if o["refit"]:
             coef = refit_coefficients(sets.parity_design(x, support, full.n), y, o["refit_solver"], self.seed_)

@@ -12,11 +12,11 @@ import itertools
 from typing import Any
 
 import numpy as np
-from scipy.linalg import lstsq
 
 from spex import masks as mask_sampling
 from spex import sets
 from spex.evaluation import MaskEvaluator
+from spex.linalg import least_squares
 from spex.methods.base import Method, StageTimer
 from spex.spectrum import Spectrum
 from spex.validation import SpexInputError
@@ -52,7 +52,7 @@ class _LowOrder(Method):
             family = degree_family(n, self.order)
             design = sets.parity_design(x, family, n)
             if len(x) >= 2 * design.shape[1]:
-                coef = lstsq(design, y, lapack_driver="gelsy", check_finite=False)[0]
+                coef = least_squares(design, y)
                 solver = "least-squares"
             else:
                 coef = self._lasso(design, y, seed)

@@ -192,3 +192,18 @@ def test_refit_solvers(solver):
     assert spex.faithfulness(game, ex.spectrum, mask_sampling.holdout(n, 500, seed=1)) > 0.95
     with pytest.raises(spex.SpexInputError, match="refit_solver"):
         spex.explain(game, n, budget=1500, refit_solver="qr")
+
+
+@pytest.mark.parametrize("seed", [11, 14])
+def test_rank_deficient_tiny_budget_stays_bounded(seed):
+    """At 38 masks over 12 features some parity columns coincide on the sample; LAPACK's default
+    cutoff used to return coefficients of ~1e14 (R² over all masks of -3e28 for these seeds)."""
+    from spex.exact import all_masks
+
+    n = 12
+    game = planted(n, "hierarchical", k=4, order=3, seed=1)
+    everything = all_masks(n)
+    y = game(everything)
+    ex = spex.explain(game, n, budget=38, seed=seed, pair_complements=False)
+    assert np.abs(ex.spectrum.coefficients).max() < 10 * np.abs(y).max()
+    assert spex.metrics.r2(y, ex.spectrum.predict(everything)) > -1.0
