@@ -542,7 +542,7 @@ def _fields_of(loc: str) -> list[str]:
     """Known field names at the level of ``loc`` (for 'did you mean')."""
     parts = loc.split(".")
     table: dict[str, type[BaseModel]] = {"": AuditSpec, "gates": Gates, "ranking": RankingSpec, "batch": BatchSpec,
-                                          "model": ModelSpec, "baseline": ModelSpec}
+                                          "model": ModelSpec, "baseline": ModelSpec, "privacy": PrivacySpec}
     parent = ".".join(parts[:-1])
     parent_key = parent.split("[")[0]
     if parent_key in table:
@@ -754,7 +754,8 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> AuditSpec:
     except FileNotFoundError:
         raise SpecError(f"spec file {path} does not exist; fix: pass the path of a YAML audit spec", field="spec") from None
     except OSError as exc:
-        raise SpecError(f"cannot read spec file {path}: {exc.strerror or exc}", field="spec") from None
+        raise SpecError(f"cannot read spec file {path}: {exc.strerror or exc}; fix: pass the path of a readable YAML "
+                        f"audit spec", field="spec") from None
     except UnicodeDecodeError:
         raise SpecError(f"spec file {path} is not UTF-8 text; fix: save it as UTF-8 YAML", field="spec") from None
     try:

@@ -40,6 +40,7 @@ GOOD: dict[str, Any] = {"lens": "features", "subjects": [{"id": "a", "prompt": "
                         "budget": 64, "holdout": 8}
 MODEL = "<bert>"  # replaced by the tiny classifier's folder
 LM = "<lm>"  # replaced by the tiny causal LM's folder (no chat template)
+FOLDER, MISSING = "<a folder as the spec>", "<no spec file>"
 
 
 def spec(**changes: Any) -> dict[str, Any]:
@@ -123,6 +124,8 @@ CASES: list[Case] = [
     Case("duplicate YAML key", "cli", "model: x\nlens: features\nlens: heads\nsubjects: []\n", "`lens`",
          "PyYAML keeps the last silently; spex refuses"),
     Case("empty spec file", "cli", "", "spec file"),
+    Case("spec path is a folder", "cli", FOLDER, "spec file"),
+    Case("spec file does not exist", "cli", MISSING, "spec file"),
     Case("spec is a list", "cli", "- model: x\n", "YAML mapping"),
     Case("spec not UTF-8", "cli", b"model: caf\xe9\n", "UTF-8"),
     Case("misspelt field", "cli", spec(gatez={}), "`gatez`"),
@@ -317,7 +320,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: Case, env: dic
     if case.level == "model":
         request.getfixturevalue("prefect")
     path = env["root"] / "spec.yaml"
-    if isinstance(case.input, bytes):
+    if case.input == FOLDER:
+        path = env["root"] / "a-folder"
+        path.mkdir(exist_ok=True)
+    elif case.input == MISSING:
+        path = env["root"] / "no-such-spec.yaml"
+    elif isinstance(case.input, bytes):
         path.write_bytes(case.input)
     elif isinstance(case.input, str):
         path.write_text(case.input, encoding="utf-8")
