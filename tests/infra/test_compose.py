@@ -81,6 +81,7 @@ def command(service: dict[str, Any]) -> list[str]:
 
 
 def test_the_services_of_the_stack(compose):
+    assert compose["name"] == "spex"  # volume names (backups) do not depend on the directory compose runs from
     assert set(compose["services"]) == {"postgres", "mlflow", "prefect-server", "deploy", "worker", "worker-gpu"}
     images = {name: s.get("image", "") for name, s in compose["services"].items()}
     assert images["postgres"].startswith("postgres:16")

@@ -57,6 +57,16 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _drop_databases(server_url: str, names: list[str]) -> None:
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
@@ -99,14 +109,33 @@ def stack(postgres_database: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield Stack(run_dir, env, settings["PREFECT_API_URL"], settings["MLFLOW_TRACKING_URI"],
                     settings["SPEX_DATABASE_URL"])
     finally:
+        groups = [int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")]
         stopped = _stack_cli("stop", env, timeout=180)
         _drop_databases(server_url, list(names.values()))
         assert stopped.returncode == 0, stopped.stderr
+        assert not [g for g in groups if _group_alive(g)], "stack.sh stop left processes of the stack running"
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_bert(tmp_path_factory.mktemp("tiny-bert"), seed=5)
+
+
+def test_start_fails_cleanly_when_postgres_is_unreachable(tmp_path: Path):
+    """A start that cannot reach Postgres says so in one line, exits 1 and leaves nothing running."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SPEX_"))}
+    env.update({"SPEX_STACK_DIR": str(tmp_path), "SPEX_STACK_PYTHON": sys.executable, "SPEX_STACK_PG_PORT": str(port)})
+    started = _stack_cli("start", env, timeout=120)
+    assert started.returncode == 1
+    assert f"Postgres at postgres@127.0.0.1:{port} is unreachable" in started.stderr
+    assert not list((tmp_path / "pids").glob("*.pid"))
+    assert _stack_cli("status", env, timeout=60).returncode == 3  # nothing running
+    assert _stack_cli("stop", env, timeout=60).returncode == 0  # stopping nothing is fine
 
 
 def test_status_reports_every_service_up(stack: Stack):
