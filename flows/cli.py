@@ -349,6 +349,7 @@ def estimate_command(
         audit_spec = load_spec(spec)
         if model:
             audit_spec = audit_spec.model_copy(update={"model": audit_spec.model.model_copy(update={"uri": model})})
+        audit_spec.check_offline()  # n vs budget, untrusted custom code: before the model loads
         rows, probe = _estimate(audit_spec, batch_size)
     total_masks = sum(r["to_compute"] for r in rows)
     total_seconds = sum(r["seconds"] for r in rows)

@@ -292,12 +292,12 @@ def test_remote_code_runs_only_when_the_spec_enables_it(env: dict[str, Any], tmp
     trusted.write_text(yaml.safe_dump({"model": {"uri": str(folder), "trust_remote_code": True}, "lens": "features",
                                        "subjects": subjects, "budget": 64, "holdout": 8}))
 
-    # Not enabled: refused in preflight (audit) and by the loader (estimate), before any of its code runs.
+    # Not enabled: refused before the model loads (audit and estimate), and by the loader itself.
     for command in ("audit", "estimate"):
         result = spex_cli(command, str(refused))
         assert result.exit_code == 2, (command, result.output)
         (line,) = result.stderr.strip().splitlines()
-        assert "trust_remote_code" in line and "fix:" in line, line
+        assert "`model.trust_remote_code`" in line and "fix:" in line, line
         assert not marker.exists()
     assert not (env["data"] / "spex.db").exists()  # refused before anything was recorded
 
