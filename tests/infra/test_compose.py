@@ -173,7 +173,8 @@ def test_no_secret_in_the_repo(compose, env_example):
         for key, value in environment(service).items():
             assert "from-dot-env" not in value or key in ("PGPASSWORD", "POSTGRES_PASSWORD"), f"{name}.{key}"
             assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), f"{name}.{key} has a password in a URL"
-        assert "from-dot-env" not in " ".join(command(service) if "command" in service else []), name
+        line = " ".join(command(service) if "command" in service else [])
+        assert "from-dot-env" not in line and not re.search(r"://[^/@\s]+:[^/@\s]+@", line), f"{name} command"
 
 
 def test_every_service_that_reaches_postgres_gets_the_password_from_the_environment(compose):
