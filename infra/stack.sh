@@ -194,7 +194,8 @@ cmd_start() {
 
   # The pool first: `prefect deploy` refuses a pool that does not exist.
   "$PY" -m prefect work-pool inspect "$POOL" >/dev/null 2>&1 \
-    || "$PY" -m prefect work-pool create "$POOL" --type process >>"$RUN_DIR/logs/deploy.log" 2>&1
+    || "$PY" -m prefect work-pool create "$POOL" --type process >>"$RUN_DIR/logs/deploy.log" 2>&1 \
+    || { tail -n 20 "$RUN_DIR/logs/deploy.log" >&2; die "could not create the work pool $POOL"; }
   SPEX_DATA_DIR="$data_dir" PREFECT_WORKER_QUERY_SECONDS="${PREFECT_WORKER_QUERY_SECONDS:-2}" launch worker \
     "$PY" -m prefect worker start --pool "$POOL" --type process --limit "$WORKER_LIMIT" --name "spex-native-$$"
   wait_for mlflow "tracking server healthy at $MLFLOW_TRACKING_URI" http_ok "$MLFLOW_TRACKING_URI/health"
