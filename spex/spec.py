@@ -234,8 +234,8 @@ class PrivacySpec(_Strict):
     MLflow (params, tags, artifacts, datasets), the metadata DB, the HTML report, the JSON export and the
     CLI's output: feature labels become their indices (``f0``, ``f1``, ...), the prompts, targets,
     responses, training texts and the system prompt are stored as ``[redacted]``, and subject views keep
-    only the character offsets of the features. The numbers (values, interactions, R², gates) are
-    unchanged. What stays in clear: the subject ids (choose ids that reveal nothing), the model URI, and
+    only the character offsets of the features (the heads lens keeps its head names, ``L0H3``: they hold
+    no text). The numbers (values, interactions, R², gates) are unchanged. What stays in clear: the subject ids (choose ids that reveal nothing), the model URI, and
     the machine-local caches under ``SPEX_DATA_DIR`` (the ablation store's ``meta.json``, Prefect's task
     results) and Prefect's flow-run parameters, which hold the spec itself because a rerun needs it.
     ``gates.forbidden`` names feature labels and so cannot be combined with ``redact_text``.
@@ -473,9 +473,15 @@ def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def redact_subject_info(info: dict[str, Any]) -> dict[str, Any]:
     """A prepared subject (``tasks.prepare``) without its text: labels ``f0..``, the view's text dropped
-    (the features' offsets stay), the scored target / response and text-bearing descriptions removed."""
+    (the features' offsets stay), the scored target / response and text-bearing descriptions removed.
+    The heads lens keeps its labels and grid: head names (``L0H3``) carry no text of the prompts."""
     n = int(info["n"])
     view = dict(info.get("view") or {})
+    describe = {k: v for k, v in (info.get("describe") or {}).items()
+                if k not in ("prompt", "prompts", "system", "target", "targets", "answers", "reference", "replacement",
+                             "target_text", "texts")}
+    if view.get("kind") == "grid":
+        return {**info, "target": REDACTED if info.get("target") is not None else None, "describe": describe}
     if "text" in view:
         view["text"] = None
     if "target" in view:
@@ -483,8 +489,6 @@ def redact_subject_info(info: dict[str, Any]) -> dict[str, Any]:
     if "examples" in view:
         view["examples"] = [{"text": REDACTED, "label": e.get("label")} for e in view["examples"]]
     view["redacted"] = True
-    describe = {k: v for k, v in (info.get("describe") or {}).items()
-                if k not in ("prompt", "system", "target", "replacement", "target_text", "texts")}
     return {**info, "labels": [f"f{i}" for i in range(n)], "view": view,
             "target": REDACTED if info.get("target") is not None else None, "describe": describe}
 
