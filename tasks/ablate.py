@@ -6,9 +6,9 @@ the ablation store is the cache that survives everything else (it is content-add
 function's fingerprint and the mask bits): the task looks the chunk up there FIRST and touches the model
 only for what is missing, so even without Prefect's cache a rerun makes no model call.
 
-Model calls run under the global concurrency limit ``spex-model`` (one slot per accelerator; the flow
-creates it with ``SPEX_MODEL_CONCURRENCY`` slots, default 1, if it does not exist), so concurrent audits
-and concurrent chunk tasks never oversubscribe a GPU.
+Model calls hold one of the machine's ``SPEX_MODEL_CONCURRENCY`` model slots (default 1: one per
+accelerator; kernel file locks, see :func:`tasks.runtime.model_slot`, released even when the process is
+killed), so concurrent audits and concurrent chunk tasks never oversubscribe a GPU.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ def ensure_model_limit() -> None:
 def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,
            role: str = "train") -> dict[str, Any]:
     """Values of the subject's value function on ``masks`` (float64, in mask order) and what it cost."""
-    from prefect.concurrency.sync import concurrency
-
     from spex.ablation import AblationEngine
 
     start = time.perf_counter()
@@ -60,7 +58,7 @@ def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.nd
     missing = np.flatnonzero(~found)
     if len(missing):
         audit_spec = runtime.spec_from(spec)
-        with concurrency(MODEL_LIMIT, occupy=1, strict=False):
+        with runtime.model_slot():  # crash-safe: see runtime.model_slot
             vf = runtime.value_function(audit_spec, subject_id)
             if vf.fingerprint != fingerprint:
                 raise RuntimeError(
@@ -78,6 +76,7 @@ def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.nd
                 values[missing[part]] = engine.values(vf, todo[part])
                 runtime.emit("masks", subject=subject_id, role=role, count=len(todo[part]), computed=True,
                              seconds=engine.total.compute_seconds)
+                runtime.fault_point("ablate")  # reliability tests only (inert unless SPEX_FAULT_KILL_AT is set)
             total = engine.total
             stats.update(computed=int(total.computed), compute_seconds=float(total.compute_seconds),
                          tokens=float(total.tokens), oom_halvings=int(total.oom_halvings))

@@ -88,6 +88,7 @@ def fit(fingerprint: str, method: str, options: dict[str, Any], n: int, budget: 
         masks: np.ndarray, values: np.ndarray, subject: str = "") -> dict[str, Any]:
     """Fit the method on the subject's measured design (cached on the fingerprint and the design)."""
     runtime.emit("stage", subject=subject, stage="fit")
+    runtime.fault_point("fit")  # reliability tests only (inert unless SPEX_FAULT_KILL_AT is set)
     result = fit_method(method, options, n, budget, seed, masks, values)
     runtime.emit("stage_done", subject=subject, stage="fit", seconds=result["seconds"]["total"])
     return result

@@ -103,6 +103,7 @@ def record_subject(db_url: str | None, tracking_uri: str | None, audit_id: str, 
         store.record_ablation_set(audit_id, subject_id, fingerprint=fingerprint, n_features=art.n_features,
                                   count=art.count, role=role, location=art.artifact_uri, size_bytes=art.size_bytes,
                                   sha256=art.sha256, mlflow_dataset_digest=art.dataset_digest)
+    runtime.fault_point("record")  # reliability tests only (inert unless SPEX_FAULT_KILL_AT is set)
     diagnostics = fitted["diagnostics"]
     if fitted.get("booster"):
         import lightgbm as lgb
@@ -214,6 +215,7 @@ def write_report(db_url: str | None, audit_id: str, out_dir: str) -> dict[str, s
 def publish(tracking_uri: str | None, run_id: str, audit_id: str, report: dict[str, str], model: dict[str, Any],
             passed: bool, faithfulness: float | None) -> dict[str, Any]:
     """Log the report to MLflow, tag the registry model version with the outcome, close the run."""
+    runtime.fault_point("publish")  # reliability tests only (inert unless SPEX_FAULT_KILL_AT is set)
     tracker = runtime.tracker(tracking_uri)
     html = Path(report["html"])
     report_uri = tracker.log_report(run_id, html)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,70 @@ def emit(event: str, **fields: Any) -> None:
             listener(payload)
         except Exception:  # noqa: BLE001  (a display problem must not fail an audit)
             pass
+
+
+# ------------------------------------------------------------------------------------------ faults
+FAULT_ENV = "SPEX_FAULT_KILL_AT"
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def fault_point(stage: str) -> None:
+    """Fault-injection hook of the reliability suite (``docs/reliability.md``); inert unless
+    ``SPEX_FAULT_KILL_AT=<stage>:<n>`` is set, then the process SIGKILLs itself the n-th time it passes
+    ``stage`` (no cleanup, no ``finally``: exactly what a ``kill -9`` or an OOM killer does).
+
+    Stages: ``ablate`` (after a slice of computed values is in the ablation store, before the task
+    returns), ``fit`` (a proxy fit starts), ``record`` (a subject's ablation sets are recorded, its proxy
+    and interactions not yet), ``publish`` (the audit is finished in the DB, not yet in MLflow).
+    """
+    target = os.environ.get(FAULT_ENV)
+    if not target:
+        return
+    with _LOCK:
+        count = _FAULT_COUNTS[stage] = _FAULT_COUNTS.get(stage, 0) + 1
+    if target.strip() == f"{stage}:{count}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------------ model slots
+@contextmanager
+def model_slot(poll_seconds: float = 0.2) -> Iterator[None]:
+    """Hold one of this machine's ``SPEX_MODEL_CONCURRENCY`` model slots (default 1: one accelerator)
+    while calling the model; waits while all are taken.
+
+    A slot is an exclusive kernel lock (``flock``) on a file in ``SPEX_LOCK_DIR`` (default: a per-user
+    folder in the temp dir). Why not Prefect's global concurrency limit: a process killed while holding
+    a Prefect slot (``kill -9``, the OOM killer) leaves it taken — for the 5-minute lease on a Prefect
+    server, and for ever with the ephemeral API (its leases live in a server process that dies with the
+    run, and it runs no repossessor), so the rerun of a killed audit hung. The kernel releases a dead
+    process's lock at once. The slots are per machine, which is what they count (local accelerators);
+    Ray tasks do not take one (Ray's resource accounting does that job).
+    """
+    import fcntl
+    import tempfile
+    import time
+
+    slots = max(1, int(os.environ.get("SPEX_MODEL_CONCURRENCY", "1") or 1))
+    folder = Path(os.environ.get("SPEX_LOCK_DIR") or Path(tempfile.gettempdir()) / f"spex-locks-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    held = None
+    while held is None:
+        for i in range(slots):
+            fd = os.open(folder / f"model-slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held = fd
+            break
+        else:
+            time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        fcntl.flock(held, fcntl.LOCK_UN)
+        os.close(held)
 
 
 # ------------------------------------------------------------------------------------------ specs
