@@ -31,6 +31,7 @@ from tasks import runtime
 from tasks.ablate import ablate, ensure_model_limit
 from tasks.fit import fit
 from tasks.prepare import lens_versions, prepare_subject, resolve_model
+from tasks.runners import LocalChunks, RayChunks, open_runner, parse_runner
 from tasks.record import diff_against_baseline, fail_audit, finish_audit, open_audit, publish, record_subject, write_report
 from tasks.sample import sample_masks
 from tasks.search import search
@@ -153,6 +154,14 @@ def _ablate_all(spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, s
     return values, stats
 
 
+def _ablate(chunks: LocalChunks | RayChunks, spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray,
+            store_root: str, role: str, chunk: int, refresh: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Values of ``masks``: chunk by chunk in this process (the local runner), or as concurrent Ray tasks."""
+    if chunks.concurrent:
+        return chunks.submit(spec, info, masks, store_root, role, chunk, refresh).gather()
+    return _ablate_all(spec, info, masks, store_root, role, chunk, refresh)
+
+
 def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
     for key, value in part.items():
         total[key] = total.get(key, 0) + value
@@ -161,15 +170,27 @@ def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
 @flow(name="spex-audit", log_prints=False)
 def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind: str = "audit",
           baseline_model: dict[str, Any] | None = None, baseline_audit_id: str | None = None,
-          db_url: str | None = None, tracking_uri: str | None = None, refresh_cache: bool = False) -> dict[str, Any]:
+          db_url: str | None = None, tracking_uri: str | None = None, refresh_cache: bool = False,
+          runner: str = "local") -> dict[str, Any]:
     """Audit one model version on the spec's subjects; returns the outcome (ids, gates, report paths).
 
     ``model`` overrides the spec's model (a URI, or a model mapping). With ``baseline_audit_id`` the
     audit is compared with that recorded audit (a release audit): the diff gates apply and the report
     shows the diff. ``refresh_cache`` ignores Prefect's task cache (the ablation store still serves
-    stored masks: nothing measured is ever measured twice).
+    stored masks: nothing measured is ever measured twice). ``runner``: where the ablation chunks run —
+    ``local`` (this process, one chunk after the other) or ``ray`` / ``ray=ADDRESS`` (concurrent Ray tasks,
+    one per GPU; see :mod:`tasks.runners` and docs/scale-out.md).
     """
+    parse_runner(runner)  # a bad runner is an input error before anything starts
     audit_spec = with_model(validate_spec(spec), model)
+    with open_runner(runner) as chunks:
+        return _audit(audit_spec, kind, baseline_model, baseline_audit_id, db_url, tracking_uri, refresh_cache,
+                      chunks)
+
+
+def _audit(audit_spec: AuditSpec, kind: str, baseline_model: dict[str, Any] | None, baseline_audit_id: str | None,
+           db_url: str | None, tracking_uri: str | None, refresh_cache: bool,
+           chunks: LocalChunks | RayChunks) -> dict[str, Any]:
     spec_dict = audit_spec.public_dict()
     root = config.data_dir()
     store_root = str(root / "ablations")
@@ -198,7 +219,7 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
     run_id = opened["run_id"]
     try:
         outcome = _audit_subjects(audit_spec, spec_dict, infos, store_root, opened, db_url, tracking_uri,
-                                  refresh_cache)
+                                  refresh_cache, chunks)
         diffs = None
         if baseline_audit_id:
             diffs = diff_against_baseline(db_url, audit_id, baseline_audit_id, audit_spec.ranking.index,
@@ -243,6 +264,7 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
                         "model_loads": runtime.COUNTERS["model_loads"] - loads_before["model_loads"],
                         "value_functions_built": runtime.COUNTERS["value_functions"] - loads_before["value_functions"]},
         "seconds": time.perf_counter() - started,
+        "runner": chunks.describe(),
     }
     runtime.emit("audit_done", audit_id=audit_id, passed=result["passed"], report=report["html"])
     return result
@@ -250,23 +272,44 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
 
 def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: list[dict[str, Any]], store_root: str,
                     opened: dict[str, Any], db_url: str | None, tracking_uri: str | None,
-                    refresh: bool) -> dict[str, dict[str, Any]]:
-    """Sample → ablate → fit → search → validate → record, subject by subject."""
+                    refresh: bool, chunks: LocalChunks | RayChunks) -> dict[str, dict[str, Any]]:
+    """Sample → ablate → fit → search → validate → record, subject by subject.
+
+    With a concurrent runner (Ray) every subject's train and held-out masks are submitted up front, so
+    the workers stay busy while the flow fits, validates and records the subjects one by one."""
     opts = {"refresh_cache": True} if refresh else {}
     chunk = audit_spec.batch.chunk_size
     outcome = {}
+
+    def sample(info: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        t = time.perf_counter()
+        samples = sample_masks.with_options(**opts)(audit_spec.method, audit_spec.method_options, info["n"],
+                                                    info["budget"], audit_spec.seed, audit_spec.holdout,
+                                                    subject=info["id"])
+        return samples, time.perf_counter() - t
+
+    submitted: dict[str, Any] = {}
+    if chunks.concurrent:
+        for info in infos:
+            samples, took = sample(info)
+            submitted[info["id"]] = (samples, took, [
+                chunks.submit(spec_dict, info, samples[role], store_root, role, chunk, refresh)
+                for role in ("train", "holdout")])
     for info in infos:
         sid = info["id"]
         seconds: dict[str, float] = {}
-        t = time.perf_counter()
-        samples = sample_masks.with_options(**opts)(audit_spec.method, audit_spec.method_options, info["n"],
-                                                    info["budget"], audit_spec.seed, audit_spec.holdout, subject=sid)
-        seconds["sample"] = time.perf_counter() - t
+        if sid in submitted:
+            samples, seconds["sample"], pending = submitted[sid]
+        else:
+            samples, seconds["sample"] = sample(info)
         runtime.emit("subject_start", subject=sid,
                      total=len(samples["train"]) + len(samples["holdout"]) + 3)
         t = time.perf_counter()
-        train, s1 = _ablate_all(spec_dict, info, samples["train"], store_root, "train", chunk, refresh)
-        held, s2 = _ablate_all(spec_dict, info, samples["holdout"], store_root, "holdout", chunk, refresh)
+        if sid in submitted:  # waits for this subject's chunks (the others' keep running)
+            (train, s1), (held, s2) = (p.gather() for p in pending)
+        else:
+            train, s1 = _ablate_all(spec_dict, info, samples["train"], store_root, "train", chunk, refresh)
+            held, s2 = _ablate_all(spec_dict, info, samples["holdout"], store_root, "holdout", chunk, refresh)
         seconds["ablate"] = time.perf_counter() - t
         t = time.perf_counter()
         fitted = fit.with_options(**opts)(info["fingerprint"], audit_spec.method, audit_spec.method_options, info["n"],
@@ -279,7 +322,7 @@ def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: lis
         seconds["search"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_removal(fitted["spectrum"], audit_spec.removal_r, info["labels"], subject=sid)
-        removal_values, s3 = _ablate_all(spec_dict, info, plan["masks"], store_root, "removal", chunk, refresh)
+        removal_values, s3 = _ablate(chunks, spec_dict, info, plan["masks"], store_root, "removal", chunk, refresh)
         validation = validate(fitted["spectrum"], samples["holdout"], held, plan, removal_values, subject=sid)
         seconds["validate"] = time.perf_counter() - t
         stats: dict[str, Any] = {}

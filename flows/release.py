@@ -18,6 +18,7 @@ from prefect import flow
 
 from flows.audit import audit, with_model
 from spex.spec import SpecError, validate_spec
+from tasks.runners import open_runner, parse_runner
 
 
 def release_models(spec: dict[str, Any], candidate: str | None, baseline: str | None) -> list[dict[str, Any]]:
@@ -41,12 +42,17 @@ def release_models(spec: dict[str, Any], candidate: str | None, baseline: str | 
 @flow(name="spex-release-audit", log_prints=False)
 def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: str | None = None,
                   db_url: str | None = None, tracking_uri: str | None = None,
-                  refresh_cache: bool = False) -> dict[str, Any]:
-    """Audit ``baseline`` then ``candidate`` (default: the spec's ``baseline`` and ``model``) and diff them."""
+                  refresh_cache: bool = False, runner: str = "local") -> dict[str, Any]:
+    """Audit ``baseline`` then ``candidate`` (default: the spec's ``baseline`` and ``model``) and diff them.
+
+    ``runner`` (``local``, ``ray``, ``ray=ADDRESS``): where the ablation chunks of both audits run; a Ray
+    cluster is connected (or started) once for both."""
+    parse_runner(runner)
     candidate_model, baseline_model = release_models(spec, candidate, baseline)
-    base = audit(spec, model=baseline_model, kind="audit", db_url=db_url, tracking_uri=tracking_uri,
-                 refresh_cache=refresh_cache)
-    result = audit(spec, model=candidate_model, kind="release",
-                   baseline_model=base["model"], baseline_audit_id=base["audit_id"], db_url=db_url,
-                   tracking_uri=tracking_uri, refresh_cache=refresh_cache)
+    with open_runner(runner):  # both audits below reuse this connection
+        base = audit(spec, model=baseline_model, kind="audit", db_url=db_url, tracking_uri=tracking_uri,
+                     refresh_cache=refresh_cache, runner=runner)
+        result = audit(spec, model=candidate_model, kind="release",
+                       baseline_model=base["model"], baseline_audit_id=base["audit_id"], db_url=db_url,
+                       tracking_uri=tracking_uri, refresh_cache=refresh_cache, runner=runner)
     return {**result, "baseline": base}

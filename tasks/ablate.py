@@ -45,11 +45,24 @@ def ensure_model_limit() -> None:
 
 @task(name="ablate", cache_key_fn=key_on("fingerprint", "masks", "store_root"), persist_result=True, **RETRIES)
 def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,
-           role: str = "train") -> dict[str, Any]:
-    """Values of the subject's value function on ``masks`` (float64, in mask order) and what it cost."""
+           role: str = "train", limit: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Values of the subject's value function on ``masks`` (float64, in mask order) and what it cost.
+
+    ``limit``: hold one of the machine's model slots (:func:`tasks.runtime.model_slot`) for the model
+    calls (the local runner; Ray tasks leave that to Ray's GPU accounting). ``threads``: torch threads of this process (a Ray worker: 1 per CPU slot).
+    Neither is in the cache key: they change how the values are computed, not what they are.
+    """
+    from contextlib import nullcontext
+
     from spex.ablation import AblationEngine
+    from tasks.runners import worker_identity
 
     start = time.perf_counter()
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != int(threads):
+            torch.set_num_threads(int(threads))
     store = runtime.ablation_store(store_root)
     values, found = store.lookup(fingerprint, masks)
     stats: dict[str, Any] = {"masks": int(len(masks)), "from_store": int(found.sum()), "computed": 0,
@@ -58,7 +71,7 @@ def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.nd
     missing = np.flatnonzero(~found)
     if len(missing):
         audit_spec = runtime.spec_from(spec)
-        with runtime.model_slot():  # crash-safe: see runtime.model_slot
+        with runtime.model_slot() if limit else nullcontext():  # crash-safe: see runtime.model_slot
             vf = runtime.value_function(audit_spec, subject_id)
             if vf.fingerprint != fingerprint:
                 raise RuntimeError(
@@ -84,4 +97,5 @@ def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.nd
     if not np.all(np.isfinite(values)):
         raise RuntimeError(f"subject {subject_id!r}: {int((~np.isfinite(values)).sum())} masks have no value after ablation")
     stats["seconds"] = time.perf_counter() - start
+    stats["worker"] = worker_identity()  # which process computed it, and how many models it has loaded
     return {"values": values, "stats": stats}

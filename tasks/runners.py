@@ -1,0 +1,394 @@
+"""Where the ablation chunks of an audit run: in the flow's process (``local``, the default) or as Ray
+tasks on a Ray cluster (``ray`` / ``ray=ADDRESS``) through prefect-ray's :class:`RayTaskRunner`.
+
+    with open_runner("ray=127.0.0.1:6379") as chunks:      # or "ray": a temporary local cluster
+        pending = chunks.submit(spec, info, masks, store_root, "train", chunk_size, refresh=False)
+        ...                                                   # submit more; all of them run concurrently
+        values, stats = pending.gather()
+
+How the Ray runner keeps the guarantees of the local one:
+
+* **Every mask computed exactly once.** Before anything is submitted, the flow de-duplicates the
+  requested masks, looks them up in the shared ablation store, and subtracts the masks already in flight
+  for the same fingerprint (a subject's train and held-out sets may share masks). Only the remaining
+  distinct masks are cut into chunks, so no two concurrent chunk tasks ever hold the same mask. A chunk
+  task still looks its masks up in the store first (a retry recomputes nothing that was flushed).
+  The guarantee holds within one flow run; two audits of the same fingerprint running at the same time
+  may both compute a mask (the store keeps the first value; it is the same value).
+* **Content-hash cache keys.** The chunk tasks are the same ``ablate`` task with the same cache key
+  (fingerprint, mask content, store root), so Prefect's task cache works as before.
+* **The model is loaded once per worker process.** A Ray worker process runs many chunk tasks; the model
+  and the value functions live in :mod:`tasks.runtime`'s per-process cache. GPU tasks are submitted with
+  ``max_calls=0``: Ray's default for GPU tasks (``max_calls=1``) would end the worker after each task
+  and reload the model for every chunk.
+* **One chunk task per GPU.** Each task asks Ray for ``num_gpus=1`` when the cluster has GPUs
+  (``num_cpus=1`` and one torch thread on a CPU-only cluster), so Ray never runs two chunks on one
+  accelerator. The machine's model slots (:func:`tasks.runtime.model_slot`, one per local accelerator)
+  are not taken by Ray tasks: Ray's resource accounting does that job cluster-wide.
+
+Worker processes must reach the same ablation store (a shared file system on a multi-node cluster),
+import this project (it is installed on every node), and reach the Prefect API (the flow's
+``PREFECT_API_URL``; with Prefect's ephemeral API, the flow process's temporary server on 127.0.0.1,
+which only works for a cluster on the same machine).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks import runtime
+
+LOCAL = "local"
+RAY = "ray"
+
+# Environment every Ray worker gets (the telemetry of Ray, Prefect and MLflow off; no tokenizer threads).
+_QUIET_WORKER_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+# What the flow's process knows that a worker needs to load the same model the same way.
+_FORWARDED_ENV = ("SPEX_DATA_DIR", "MLFLOW_TRACKING_URI", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                  "SPEX_FAULT_KILL_AT")
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A parsed ``--runner`` value: ``local``, ``ray`` (a temporary local cluster, or the one named by
+    ``RAY_ADDRESS``) or ``ray=ADDRESS`` (``auto``, ``HOST:PORT`` of a head node, ``ray://HOST:10001``)."""
+
+    kind: str = LOCAL
+    address: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.address is None else f"{self.kind}={self.address}"
+
+
+def parse_runner(value: str | RunnerSpec | None) -> RunnerSpec:
+    """The runner named by ``value``; a :class:`spex.validation.SpexInputError` names a bad one."""
+    from spex.validation import SpexInputError
+
+    if isinstance(value, RunnerSpec):
+        return value
+    text = (value or LOCAL).strip()
+    kind, sep, address = text.partition("=")
+    kind = kind.strip().lower()
+    address = address.strip()
+    if kind == LOCAL and not sep:
+        return RunnerSpec(LOCAL)
+    if kind == RAY:
+        if sep and not address:
+            raise SpexInputError("--runner ray=ADDRESS needs an address after '='; fix: --runner ray (a local "
+                                 "cluster) or --runner ray=HOST:PORT / ray=ray://HOST:10001 / ray=auto")
+        return RunnerSpec(RAY, address or None)
+    raise SpexInputError(f"unknown runner {text!r}; fix: --runner local (default), --runner ray (a local Ray "
+                         f"cluster) or --runner ray=ADDRESS (an existing Ray cluster)")
+
+
+# ---------------------------------------------------------------------------------------------- local
+class LocalChunks:
+    """The default runner: the flow calls the ablate task chunk by chunk in its own process (the flow
+    keeps that path itself; this object only says so)."""
+
+    concurrent = False
+    spec = RunnerSpec(LOCAL)
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": LOCAL}
+
+
+# ---------------------------------------------------------------------------------------------- ray
+@dataclass
+class _Chunk:
+    """One submitted chunk task: its distinct masks (sorted keys for look-ups) and its future."""
+
+    keys: np.ndarray                         # the chunk's mask keys, sorted
+    order: np.ndarray                        # sorted position -> row of the chunk's masks
+    future: Any
+    owner: int
+    result: dict[str, Any] | None = None
+    cached: bool = False
+
+    def values(self, runner: RayChunks) -> np.ndarray:
+        if self.result is None:
+            self.result = runner._collect(self)
+        return self.result["values"]
+
+
+@dataclass
+class Pending:
+    """The values of one request (a subject's masks of one role), being computed by Ray tasks."""
+
+    runner: RayChunks
+    request: int
+    subject: str
+    role: str
+    masks: np.ndarray
+    inverse: np.ndarray                      # row of ``masks`` -> row of the distinct masks
+    values: np.ndarray                       # of the distinct masks; NaN until gathered
+    sources: list[tuple[_Chunk, np.ndarray, np.ndarray]] = field(default_factory=list)  # (chunk, rows, positions)
+    from_store: int = 0
+    _done: tuple[np.ndarray, dict[str, Any]] | None = None
+
+    def gather(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """(values in mask order, stats like the local path's: computed, from_store, chunks, ...)."""
+        if self._done is not None:
+            return self._done
+        stats = {"computed": 0, "from_store": self.from_store, "cached_chunks": 0, "chunks": 0,
+                 "compute_seconds": 0.0}
+        for chunk, rows, positions in self.sources:
+            first = chunk.result is None
+            self.values[rows] = chunk.values(self.runner)[positions]
+            if chunk.owner == self.request:
+                stats["chunks"] += 1
+                if chunk.cached:
+                    stats["cached_chunks"] += 1
+                    stats["from_store"] += len(rows)
+                else:
+                    part = chunk.result["stats"]  # type: ignore[index]
+                    stats["computed"] += int(part["computed"])
+                    stats["from_store"] += int(part["from_store"])
+                    stats["compute_seconds"] += float(part["compute_seconds"])
+            else:  # computed by another request's chunk (a mask shared between roles)
+                stats["from_store"] += len(rows)
+            if first:
+                runtime.emit("masks", subject=self.subject, role=self.role, count=len(rows),
+                             computed=not chunk.cached)
+        if not np.all(np.isfinite(self.values)):
+            raise RuntimeError(f"subject {self.subject!r}: {int((~np.isfinite(self.values)).sum())} masks have no "
+                               f"value after ablation")
+        self._done = (self.values[self.inverse], stats)
+        return self._done
+
+
+class RayChunks:
+    """Chunk tasks on a Ray cluster through prefect-ray's ``RayTaskRunner`` (see the module docstring)."""
+
+    concurrent = True
+
+    def __init__(self, spec: RunnerSpec) -> None:
+        self.spec = spec
+        self.task_runner: Any = None
+        self.remote_options: dict[str, Any] = {}
+        self.threads: int | None = None
+        self.resources: dict[str, float] = {}
+        self.workers: dict[str, dict[str, Any]] = {}
+        self._inflight: dict[str, list[_Chunk]] = {}
+        self._requests = 0
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> RayChunks:
+        from spex.validation import SpexInputError
+
+        for key, value in _QUIET_WORKER_ENV.items():  # read by ray.init when it starts a local cluster
+            os.environ.setdefault(key, value)
+        try:
+            import ray
+            from prefect_ray import RayTaskRunner
+        except ImportError as exc:
+            raise SpexInputError(f"--runner ray needs ray and prefect-ray ({exc.name} is not installed); fix: "
+                                 f"pip install -e . (they are pinned in pyproject.toml)") from None
+        init_kwargs: dict[str, Any] = {"log_to_driver": False}
+        if not self.spec.address and not os.environ.get("RAY_ADDRESS"):
+            init_kwargs["include_dashboard"] = False  # a temporary local cluster: no dashboard
+        elif not ray.is_initialized():
+            _token_auth_if_token_available()
+        self.task_runner = RayTaskRunner(address=self.spec.address, init_kwargs=init_kwargs)
+        try:
+            self.task_runner.__enter__()
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise SpexInputError(f"cannot reach the Ray cluster {self.spec.address or '(local)'}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; fix: start it "
+                                 f"(ray start --head) or give its address with --runner ray=HOST:PORT") from None
+        self.resources = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        threads = int(os.environ.get("SPEX_RAY_THREADS", "1"))
+        if self.resources.get("GPU", 0) >= 1:
+            # one chunk task per GPU; the worker process stays (max_calls=0) so its model stays loaded
+            self.remote_options = {"num_gpus": 1, "num_cpus": threads, "max_calls": 0}
+        else:
+            self.remote_options = {"num_cpus": threads, "max_calls": 0}
+        self.threads = threads
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        runner, self.task_runner = self.task_runner, None
+        if runner is not None:
+            runner.__exit__(*exc)  # shuts down the cluster only if this runner started it
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": str(self.spec), "cluster": self.resources, "task_resources": {
+            k: v for k, v in self.remote_options.items() if k != "max_calls"}, "workers": self.worker_summary()}
+
+    def worker_summary(self) -> dict[str, Any]:
+        """Worker processes that ran chunk tasks, the models each loaded (over its life) and masks computed."""
+        with self._lock:
+            return {"processes": len(self.workers),
+                    "model_loads": sum(w["model_loads"] for w in self.workers.values()),
+                    "max_model_loads_per_process": max((w["model_loads"] for w in self.workers.values()), default=0),
+                    "computed": sum(w["computed"] for w in self.workers.values()),
+                    "by_process": {k: dict(v) for k, v in self.workers.items()}}
+
+    # ------------------------------------------------------------------ submitting
+    def _env(self) -> dict[str, str]:
+        env = dict(_QUIET_WORKER_ENV)
+        for key in _FORWARDED_ENV:
+            if os.environ.get(key):
+                env[key] = os.environ[key]
+        from spex import config
+
+        env["SPEX_DATA_DIR"] = str(config.data_dir())
+        return env
+
+    @contextmanager
+    def _api(self) -> Iterator[None]:
+        """Submissions carry the flow's settings to the workers; with Prefect's ephemeral API that must
+        name the flow process's temporary server, or each worker would start a server of its own."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        if PREFECT_API_URL.value():
+            yield
+            return
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start()  # no-op when the flow's client already started it
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+
+    def submit(self, spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, store_root: str, role: str,
+               chunk: int, refresh: bool) -> Pending:
+        """Submit the chunk tasks for ``masks`` (only distinct masks neither stored nor in flight) and return
+        at once; :meth:`Pending.gather` waits for the values."""
+        from prefect_ray.context import remote_options
+
+        from spex.ablation import mask_keys
+        from spex.masks import unique_rows
+        from tasks.ablate import ablate
+
+        if self.task_runner is None:
+            raise RuntimeError("the Ray runner is not started (use it as a context manager)")
+        fingerprint = info["fingerprint"]
+        masks = np.asarray(masks, dtype=bool)
+        with self._lock:
+            self._requests += 1
+            request = self._requests
+        if len(masks) == 0:
+            return Pending(self, request, info["id"], role, masks, np.zeros(0, dtype=np.intp), np.zeros(0))
+        distinct, inverse = unique_rows(masks)
+        store = runtime.ablation_store(store_root)
+        values, found = store.lookup(fingerprint, distinct)
+        pending = Pending(self, request, info["id"], role, masks, inverse, values, from_store=int(found.sum()))
+        if found.any():
+            runtime.emit("masks", subject=info["id"], role=role, count=int(found.sum()), computed=False)
+        todo = np.flatnonzero(~found)
+        keys = mask_keys(distinct[todo]) if len(todo) else np.zeros(0)
+        task = ablate.with_options(refresh_cache=True) if refresh else ablate
+        with self._lock:
+            inflight = self._inflight.setdefault(f"{store_root}|{fingerprint}", [])
+            taken = np.zeros(len(todo), dtype=bool)
+            for other in inflight:  # masks another request already submitted: wait for its chunk
+                if len(todo) == 0 or taken.all():
+                    break
+                pos = np.searchsorted(other.keys, keys)
+                inside = pos < len(other.keys)
+                hit = np.zeros(len(todo), dtype=bool)
+                hit[inside] = other.keys[pos[inside]] == keys[inside]
+                hit &= ~taken
+                if hit.any():
+                    pending.sources.append((other, todo[hit], other.order[pos[hit]]))
+                    taken |= hit
+            rest = todo[~taken]
+            if len(rest):
+                with self._api(), remote_options(runtime_env={"env_vars": self._env()}, **self.remote_options):
+                    for lo in range(0, len(rest), chunk):
+                        rows = rest[lo:lo + chunk]
+                        part = distinct[rows]
+                        part_keys = mask_keys(part)
+                        order = np.argsort(part_keys, kind="stable")
+                        parameters = {"spec": spec, "subject_id": info["id"], "fingerprint": fingerprint,
+                                      "masks": part, "store_root": store_root, "role": role,
+                                      "limit": False, "threads": self.threads}
+                        future = self.task_runner.submit(task, parameters)
+                        submitted = _Chunk(part_keys[order], order, future, request)
+                        inflight.append(submitted)
+                        pending.sources.append((submitted, rows, np.arange(len(rows))))
+        return pending
+
+    def _collect(self, chunk: _Chunk) -> dict[str, Any]:
+        """Wait for a chunk task; its values and the worker it ran on."""
+        future = chunk.future
+        future.wait()
+        state = future.state
+        result = future.result()
+        chunk.cached = state.name == "Cached"
+        if not chunk.cached:
+            worker = result["stats"].get("worker") or {}
+            name = f"{worker.get('host', '?')}:{worker.get('pid', '?')}"
+            with self._lock:
+                entry = self.workers.setdefault(name, {"model_loads": 0, "value_functions": 0, "chunks": 0,
+                                                       "computed": 0})
+                entry["model_loads"] = max(entry["model_loads"], int(worker.get("model_loads", 0)))
+                entry["value_functions"] = max(entry["value_functions"], int(worker.get("value_functions", 0)))
+                entry["chunks"] += 1
+                entry["computed"] += int(result["stats"]["computed"])
+        return result
+
+
+# ---------------------------------------------------------------------------------------------- opening
+_ACTIVE: list[RayChunks] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextmanager
+def open_runner(runner: str | RunnerSpec | None) -> Iterator[LocalChunks | RayChunks]:
+    """The chunk runner for ``runner``, started for the duration of the block. Re-entrant: an audit inside
+    a release audit reuses the release's Ray connection (a cluster is started once per flow run)."""
+    spec = parse_runner(runner)
+    if spec.kind == LOCAL:
+        yield LocalChunks()
+        return
+    with _ACTIVE_LOCK:
+        active = next((r for r in _ACTIVE if r.spec == spec and r.task_runner is not None), None)
+    if active is not None:
+        yield active
+        return
+    chunks = RayChunks(spec)
+    with chunks:
+        with _ACTIVE_LOCK:
+            _ACTIVE.append(chunks)
+        try:
+            yield chunks
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.remove(chunks)
+
+
+def _token_auth_if_token_available() -> None:
+    """Ray 2.60 clusters use token authentication by default, but a driver connecting by address sends
+    its token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) only in token mode,
+    which ``ray.init`` does not switch on by itself for a connection. Do what Ray does for a local
+    cluster: token mode when a token is there and ``RAY_AUTH_MODE`` is unset (it is respected if set)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def worker_identity() -> dict[str, Any]:
+    """What a chunk task reports about the process it ran in (the flow counts model loads per process)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "model_loads": runtime.COUNTERS["model_loads"],
+            "value_functions": runtime.COUNTERS["value_functions"]}
