@@ -106,6 +106,9 @@ def captum_default_logprob(loaded: Any, vf: Any, keep: np.ndarray) -> tuple[floa
     prompt = list(tok(text, add_special_tokens=False)["input_ids"])
     target = list(vf.target_ids)
     ids = torch.tensor([prompt])
+    from spex.models.scoring import accepts
+
+    cache_arg = "cache" if accepts(loaded.model, "cache") else "past_key_values"  # transformers renamed it
     out = loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
     total = 0.0
     length = len(prompt)
@@ -113,8 +116,9 @@ def captum_default_logprob(loaded: Any, vf: Any, keep: np.ndarray) -> tuple[floa
         total += float(torch.log_softmax(out.logits[0, -1].float(), dim=-1)[t])
         if j + 1 < len(target):
             length += 1
+            cache = getattr(out, "cache", None) or out.past_key_values
             out = loaded.model(input_ids=torch.tensor([[t]]), attention_mask=torch.ones(1, length, dtype=torch.long),
-                               past_key_values=out.past_key_values, use_cache=True)
+                               use_cache=True, **{cache_arg: cache})
     return total, len(prompt) + len(target)
 
 
@@ -529,7 +533,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="engine: most masks per forward")
     parser.add_argument("--token-budget", type=float, default=2048, help="engine: most padded tokens per forward")
     parser.add_argument("--feature-masks", type=int, default=48)
-    parser.add_argument("--captum-masks", type=int, default=8, help="masks for Captum's token-by-token default path")
+    parser.add_argument("--captum-masks", type=int, default=None,
+                        help="masks for Captum's token-by-token default path (default: all --feature-masks, the same masks)")
     parser.add_argument("--rounds", type=int, default=3, help="part 1: interleaved rounds (engine, naive, Captum)")
     parser.add_argument("--peak-rows", type=int, default=16)
     parser.add_argument("--head-masks", type=int, default=32)
@@ -561,6 +566,8 @@ def main() -> None:
         args.head_masks, args.data_masks, args.data_big, args.rounds = 8, 64, 1024, 2
         args.shapiq_own_llm_alphas, args.paired_llm_alphas = [], []
         args.alphas, args.llm_prompts, args.sentiment_subjects, args.holdout = [2, 4], [3], 2, 100
+    if args.captum_masks is None:
+        args.captum_masks = args.feature_masks
     if args.shapiq_own_minilm_alphas is None:
         args.shapiq_own_minilm_alphas = list(args.alphas)
     if args.paired_minilm_alphas is None:
