@@ -15,6 +15,11 @@ Design choices, and why:
 * **Short transactions, fixed lock order** (model version -> audit -> subject -> link) so that many
   processes can record into one Postgres without deadlocks; deadlock/serialization errors are still
   retried, as the database may choose a victim under load.
+* **A database that goes away comes back.** A lost or refused connection (Postgres restarted, a
+  failover, a network blip; SQLite busy) retries the whole transaction with exponential back-off for up
+  to ``SPEX_DB_RETRY_SECONDS`` (default 60) before the error surfaces: every write is idempotent, so
+  re-running a transaction whose commit was lost in flight is safe. Opening the store does not wait: a
+  database that is down when an audit starts is a one-line error before any model call.
 * Returns plain dataclasses (``spex.store.records``), never ORM objects.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import traceback
 import uuid
@@ -72,6 +78,29 @@ R = TypeVar("R")
 MAX_ERROR_CHARS = 20_000
 COMPARATORS = (">=", ">", "<=", "<", "==")
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# admin shutdown, crash shutdown, cannot connect now (starting up / shutting down), too many connections
+_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+DB_RETRY_ENV = "SPEX_DB_RETRY_SECONDS"
+
+
+def _unavailable(exc: sa.exc.DBAPIError, backend: str) -> bool:
+    """True when ``exc`` says the database is (for now) unreachable, not that the statement is wrong."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    if backend == "sqlite":
+        text = str(exc.orig).lower()
+        return "locked" in text or "busy" in text
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+
+
+def _retry_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(DB_RETRY_ENV, "60")))
+    except ValueError:
+        return 60.0
 
 
 class AuditNotFound(LookupError):
@@ -240,8 +269,11 @@ class MetadataStore:
             yield session
 
     def _run(self, work: Callable[[Session], R], *, attempts: int = 4) -> R:
-        """Run ``work`` in a transaction, retrying when the database picked it as a deadlock victim."""
-        for attempt in range(1, attempts + 1):
+        """Run ``work`` in a transaction, retrying when the database picked it as a deadlock victim
+        (``attempts`` times) or could not be reached (back-off up to ``SPEX_DB_RETRY_SECONDS``)."""
+        attempt, deadline, delay = 0, None, 0.25
+        while True:
+            attempt += 1
             try:
                 with self._tx() as session:
                     return work(session)
@@ -250,8 +282,15 @@ class MetadataStore:
                 if sqlstate in _RETRYABLE_SQLSTATES and attempt < attempts:
                     time.sleep(0.05 * attempt)
                     continue
-                raise
-        raise AssertionError("unreachable")
+                if not _unavailable(exc, self.backend):
+                    raise
+                now = time.monotonic()
+                deadline = now + _retry_seconds() if deadline is None else deadline
+                if now + delay > deadline:
+                    raise
+                log.warning("metadata DB %s unavailable (%s); retrying in %.1fs", self.url, _oneline(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # ------------------------------------------------------------------ writes
 
