@@ -30,6 +30,11 @@ from spex.cli import (  # noqa: F401  (shared helpers and options)
 
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Ignore Prefect's task cache (stored ablations are still reused).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+RunnerOption = Annotated[str, typer.Option(
+    "--runner", metavar="local|ray[=ADDRESS]",
+    help="Where the ablation chunks run: local (this process, default), ray (a temporary local Ray cluster, or "
+         "RAY_ADDRESS's) or ray=ADDRESS (an existing cluster: HOST:PORT, ray://HOST:10001, auto); one task per GPU. "
+         "See docs/scale-out.md.")]
 TopOption = Annotated[int | None, typer.Option("--top", "-k", min=1, help="Interactions printed per subject (default: the spec's top_k).")]
 
 
@@ -288,6 +293,7 @@ def audit_command(
     top: TopOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    runner: RunnerOption = "local",
 ) -> None:
     """Audit one model version: ablations, interactions, validation, gates; exit 0 pass / 1 fail / 2 error."""
     _quiet_libraries()
@@ -295,11 +301,13 @@ def audit_command(
     with _run_errors():
         data = _spec_data(spec)
         from flows.audit import audit, preflight, results_in_data_dir
+        from tasks.runners import parse_runner
 
+        parse_runner(runner)  # a bad --runner is exit 2 before anything starts
         with _connections(db, tracking_uri):
             preflight(data, model)  # model, DB and data dir checked before a Prefect run starts (fast exit 2)
             with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
-                result = audit(data, model=model, refresh_cache=no_cache)
+                result = audit(data, model=model, refresh_cache=no_cache, runner=runner)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 
 
@@ -314,6 +322,7 @@ def release_command(
     top: TopOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    runner: RunnerOption = "local",
 ) -> None:
     """Release audit: audit baseline and candidate, diff their interactions, apply the gates.
 
@@ -324,12 +333,15 @@ def release_command(
         data = _spec_data(spec)
         from flows.audit import preflight, results_in_data_dir
         from flows.release import release_audit, release_models
+        from tasks.runners import parse_runner
 
+        parse_runner(runner)  # a bad --runner is exit 2 before anything starts
         with _connections(db, tracking_uri):
             for uri in release_models(data, candidate, baseline):
                 preflight(data, uri)  # both models, the DB and the data dir checked before Prefect starts
             with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
-                result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache)
+                result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache,
+                                       runner=runner)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 
 

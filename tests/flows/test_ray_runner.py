@@ -10,6 +10,7 @@ Ray starts in a few seconds but not for free: one cluster per test class.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -135,21 +136,46 @@ class TestInProcessCluster:
         assert workers["max_model_loads_per_process"] == 1
         assert sum(w["chunks"] for w in workers["by_process"].values()) > workers["processes"]
 
-        # --- a rerun on the Ray runner computes nothing and submits no chunk task
-        again = _run(monkeypatch, tmp_path / "ray", audit, spec, runner="ray")
-        assert again["model_calls"]["masks_computed"] == 0
+        # --- a rerun through the CLI (`spex audit --runner ray`) computes nothing and submits no chunk task
+        import yaml
+
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        monkeypatch.setenv("SPEX_DATA_DIR", str(tmp_path / "ray"))
+        out = _cli("audit", str(spec_path), "--runner", "ray", "--json", "--db",
+                   f"sqlite:///{tmp_path / 'ray' / 'meta.db'}")
+        assert out.exit_code == 0, out.output
+        again = json.loads(out.stdout)
+        assert again["runner"]["runner"] == "ray" and again["model_calls"]["masks_computed"] == 0
         assert all(s["stats"]["chunks"] == 0 and s["stats"]["computed"] == 0 for s in again["subjects"].values())
-        assert [r["members"] for r in again["subjects"]["food"]["ranking"]] == \
-            [r["members"] for r in ray_run["subjects"]["food"]["ranking"]]
+        assert [r["members"] for r in again["subjects"]["food"]["top"]] == \
+            [r["members"] for r in ray_run["subjects"]["food"]["ranking"][:5]]
 
-    def test_bad_runner_is_an_input_error(self, flow_env, bert_v1, tmp_path, monkeypatch):
-        from flows.audit import audit
-        from spex.validation import SpexInputError
 
-        with pytest.raises(SpexInputError, match="unknown runner 'dask'"):
-            _run(monkeypatch, tmp_path / "bad", audit, _spec(bert_v1), runner="dask")
-        with pytest.raises(SpexInputError, match="needs an address"):
-            _run(monkeypatch, tmp_path / "bad", audit, _spec(bert_v1), runner="ray=")
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from flows.cli import QUIET_ENV, app
+
+    # the CLI quiets libraries through the environment: restore it after each call
+    return CliRunner().invoke(app, list(args), env={k: os.environ.get(k) for k in QUIET_ENV})
+
+
+def test_a_bad_runner_is_exit_2_before_anything_starts(flow_env, bert_v1, tmp_path, monkeypatch):
+    import yaml
+
+    from flows.audit import audit
+    from spex.validation import SpexInputError
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(_spec(bert_v1)))
+    result = _cli("audit", str(spec_path), "--runner", "dask", "--db", f"sqlite:///{tmp_path / 'meta.db'}")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown runner 'dask'" in lines[0] and "fix:" in lines[0]
+    assert not (tmp_path / "meta.db").exists()  # nothing was recorded
+    with pytest.raises(SpexInputError, match="needs an address"):  # the flow parameter is checked too
+        _run(monkeypatch, tmp_path / "bad", audit, _spec(bert_v1), runner="ray=")
 
 
 def _free_port() -> int:
