@@ -42,6 +42,13 @@ import pandas as pd
 
 from spex import config  # noqa: F401  (sets telemetry-off defaults before MLflow is imported)
 
+# Against a tracking server, MLflow prints "View run ... at: <url>" on stdout whenever a run ends: that
+# corrupts `spex audit --json` (stdout must be the JSON document) and the CLI's own output (which names
+# the run's URL itself). The user's explicit setting wins.
+import os  # noqa: E402
+
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
 import mlflow  # noqa: E402
 import mlflow.data  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402

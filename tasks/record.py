@@ -10,6 +10,7 @@ everything. Clients are never task arguments: each task gets its store / tracker
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -236,10 +237,16 @@ def publish(tracking_uri: str | None, run_id: str, audit_id: str, report: dict[s
 @task(name="fail-audit", retries=2, retry_delay_seconds=2)
 def fail_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, run_id: str | None, error: str,
                model: dict[str, Any] | None = None) -> None:
-    """Mark the audit failed (DB), its MLflow runs FAILED, and the registry version's audit status."""
+    """Mark the audit failed (DB), its MLflow runs FAILED, and the registry version's audit status.
+
+    Never raises for MLflow: it runs on the error path, and MLflow being down may be the error — the DB
+    says "failed" (the record that gates read), the original error is what the caller must see, and a
+    rerun records the audit again from the ablation store."""
     store = runtime.metadata_store(db_url)
     store.fail_audit(audit_id, error)
-    if run_id:
+    if not run_id:
+        return
+    try:
         tracker = runtime.tracker(tracking_uri)
         parent = tracker.client.get_run(run_id)
         children = tracker.client.search_runs(
@@ -251,3 +258,9 @@ def fail_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, run_
         if model and model.get("registry_name") and model.get("registry_version"):
             tracker.tag_model_version(model["registry_name"], model["registry_version"], audit_id=audit_id,
                                       status="failed", run_id=run_id)
+    except Exception as exc:  # noqa: BLE001
+        from spex.store import mask_secrets
+
+        logging.getLogger("spex.record").warning(
+            "audit %s is marked failed in the metadata DB, but its MLflow run %s could not be closed: %s",
+            audit_id, run_id, mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))

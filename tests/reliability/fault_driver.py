@@ -65,7 +65,8 @@ def _install_actions() -> list[threading.Thread]:
                 continue
             print(f"ACTION run {action.get('run')}", file=sys.stderr, flush=True)
             if action.get("run"):
-                subprocess.run(action["run"], check=True, stdout=sys.stderr, stderr=sys.stderr)
+                done = subprocess.run(action["run"], stdout=sys.stderr, stderr=sys.stderr)
+                print(f"ACTION done rc={done.returncode}", file=sys.stderr, flush=True)
             if action.get("then"):
                 thread = threading.Thread(target=later, args=(float(action.get("after", 0)), action["then"]))
                 thread.start()
