@@ -70,21 +70,34 @@ def results_in_data_dir() -> Iterator[None]:
 
 
 def check_data_dir() -> None:
-    """The data dir exists and takes a file (ablations, reports, caches all go there)."""
+    """The data dir exists, takes data, and has room (ablations, the SQLite DB, MLflow's local store,
+    reports and caches all go there): a probe of real bytes is written and synced (an empty file is
+    created even on a full disk), and ``SPEX_MIN_FREE_MB`` (default 64) must be free."""
     import os
+    import shutil
     import tempfile
 
     from spex.validation import SpexInputError
 
     where = os.environ.get("SPEX_DATA_DIR") or "~/.spex"
+    fix = "fix: point SPEX_DATA_DIR at a writable folder with free space"
     try:
         root = config.data_dir()
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-") as probe:
+            probe.write(b"\0" * (256 << 10))
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(root).free
     except OSError as exc:
         raise SpexInputError(
-            f"the data dir {where} is not writable ({exc.strerror or type(exc).__name__}); fix: point SPEX_DATA_DIR "
-            f"at a writable folder with free space") from None
+            f"the data dir {where} is not writable ({exc.strerror or type(exc).__name__}); {fix}") from None
+    try:
+        need = float(os.environ.get("SPEX_MIN_FREE_MB") or 64)
+    except ValueError:
+        need = 64.0
+    if free < need * (1 << 20):
+        raise SpexInputError(f"the data dir {where} has {free / (1 << 20):.1f} MB free, less than the {need:g} MB an "
+                             f"audit needs at least (SPEX_MIN_FREE_MB); {fix}")
 
 
 def check_environment(db_url: str | None) -> None:

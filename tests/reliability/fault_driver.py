@@ -18,6 +18,9 @@ own process group and runs the CLI as above; it answers ``{"id", "pid"}`` at onc
 own process — killed for real, sharing no state with the next one (the server never runs an audit
 itself, and forks while it has a single thread) — it only skips the imports.
 
+``FAULT_DRIVER_OOM_ABOVE=k``: the tiny BERT's ``forward`` raises ``torch.OutOfMemoryError`` for
+batches of more than k rows (a simulated device; spex's code is not touched).
+
 The kill -9 points need none of this: they are the product's own hook (``SPEX_FAULT_KILL_AT``, see
 ``tasks.runtime.fault_point``). The process exits with the CLI's exit code.
 """
@@ -76,8 +79,30 @@ def _install_actions() -> list[threading.Thread]:
     return threads
 
 
+def _simulate_out_of_memory() -> None:
+    """``FAULT_DRIVER_OOM_ABOVE=k``: the (BERT) model's forward raises ``torch.OutOfMemoryError`` for
+    batches above k rows, as a device with too little memory would; each one is reported on stderr."""
+    limit = os.environ.get("FAULT_DRIVER_OOM_ABOVE")
+    if not limit:
+        return
+    import torch
+    from transformers import BertForSequenceClassification
+
+    original = BertForSequenceClassification.forward
+
+    def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        batch = next(v.shape[0] for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+        if batch > int(limit):
+            print(f"OOM batch={batch}", file=sys.stderr, flush=True)
+            raise torch.OutOfMemoryError(f"CUDA out of memory (simulated: a batch of {batch} rows > {limit})")
+        return original(self, *args, **kwargs)
+
+    BertForSequenceClassification.forward = forward
+
+
 def main() -> int:
     threads = _install_actions()
+    _simulate_out_of_memory()
     from flows.cli import app
 
     code: int | str | None = 0
