@@ -274,12 +274,43 @@ def spex_start(forkserver: ForkServer, tmp_path: Path) -> Callable[..., Pending]
     return start
 
 
-@pytest.fixture
-def spex_run(spex_start: Callable[..., Pending]) -> Callable[..., Run]:
-    """``spex_run(args, data_dir=, ...)``: :func:`spex_start` and wait; never raises on a non-zero exit
-    (the tests look at the code)."""
+def fresh_process(args: list[str], env: dict[str, str | None], cwd: Path, prefect_api: str,
+                  timeout: float = AUDIT_TIMEOUT_S) -> Run:
+    """The CLI in a new interpreter (not forked: its own imports, its own hash seed)."""
+    full = {k: v for k, v in os.environ.items() if k not in _DROP}
+    full.update({"PREFECT_API_URL": prefect_api, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                 "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(DRIVER), *args], env=full, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc, grace=2)
+        out, err = proc.communicate()
+        pytest.fail(f"spex {' '.join(args)} ran past {timeout}s\n{err[-4000:]}", pytrace=False)
+    finally:
+        stop_group(proc, grace=2)
+    return Run(list(args), proc.returncode, out, err, time.monotonic() - started)
 
-    def run(args: list[str], *, timeout: float = AUDIT_TIMEOUT_S, **kwargs: Any) -> Run:
+
+@pytest.fixture
+def spex_run(spex_start: Callable[..., Pending], prefect_api: str, tmp_path: Path) -> Callable[..., Run]:
+    """``spex_run(args, data_dir=, ...)``: :func:`spex_start` and wait (``fresh=True``: in a new
+    interpreter instead of a fork); never raises on a non-zero exit (the tests look at the code)."""
+
+    def run(args: list[str], *, timeout: float = AUDIT_TIMEOUT_S, fresh: bool = False, **kwargs: Any) -> Run:
+        if fresh:
+            data_dir = kwargs.pop("data_dir")
+            data_dir.mkdir(parents=True, exist_ok=True)
+            return fresh_process(args, spex_env(data_dir, tmp_path / "locks", **kwargs), data_dir.parent, prefect_api,
+                                 timeout)
         return spex_start(args, **kwargs).wait(timeout)
 
     return run
