@@ -288,8 +288,10 @@ def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: lis
                     refresh: bool, chunks: LocalChunks | RayChunks) -> dict[str, dict[str, Any]]:
     """Sample → ablate → fit → search → validate → record, subject by subject.
 
-    With a concurrent runner (Ray) every subject's train and held-out masks are submitted up front, so
-    the workers stay busy while the flow fits, validates and records the subjects one by one."""
+    With a concurrent runner (Ray) the train and held-out masks of the subjects ahead are submitted
+    before this subject is gathered (enough chunks to keep every worker busy twice over, at least the
+    next subject), so the workers compute while the flow fits, validates and records subject by subject;
+    the window bounds the masks held in flight for an audit of thousands of prompts."""
     opts = {"refresh_cache": True} if refresh else {}
     chunk = audit_spec.batch.chunk_size
     outcome = {}
@@ -302,23 +304,32 @@ def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: lis
         return samples, time.perf_counter() - t
 
     submitted: dict[str, Any] = {}
-    if chunks.concurrent:
-        for info in infos:
-            samples, took = sample(info)
-            submitted[info["id"]] = (samples, took, [
-                chunks.submit(spec_dict, info, samples[role], store_root, role, chunk, refresh)
+
+    def submit_ahead(current: int) -> None:
+        for k in range(current, len(infos)):
+            ahead = infos[k]
+            if ahead["id"] in submitted:
+                continue
+            if k > current + 1 and chunks.running() >= 2 * chunks.slots:
+                break
+            samples, took = sample(ahead)
+            submitted[ahead["id"]] = (samples, took, [
+                chunks.submit(spec_dict, ahead, samples[role], store_root, role, chunk, refresh)
                 for role in ("train", "holdout")])
-    for info in infos:
+
+    for position, info in enumerate(infos):
         sid = info["id"]
         seconds: dict[str, float] = {}
-        if sid in submitted:
-            samples, seconds["sample"], pending = submitted[sid]
+        pending = None
+        if chunks.concurrent:
+            submit_ahead(position)
+            samples, seconds["sample"], pending = submitted.pop(sid)
         else:
             samples, seconds["sample"] = sample(info)
         runtime.emit("subject_start", subject=sid,
                      total=len(samples["train"]) + len(samples["holdout"]) + 3)
         t = time.perf_counter()
-        if sid in submitted:  # waits for this subject's chunks (the others' keep running)
+        if pending is not None:  # waits for this subject's chunks (the others' keep running)
             (train, s1), (held, s2) = (p.gather() for p in pending)
         else:
             train, s1 = _ablate_all(spec_dict, info, samples["train"], store_root, "train", chunk, refresh)

@@ -102,6 +102,10 @@ class LocalChunks:
 
     concurrent = False
     spec = RunnerSpec(LOCAL)
+    slots = 1
+
+    def running(self) -> int:
+        return 0
 
     def describe(self) -> dict[str, Any]:
         return {"runner": LOCAL}
@@ -118,6 +122,7 @@ class _Chunk:
     owner: int
     result: dict[str, Any] | None = None
     cached: bool = False
+    finished: bool = False                   # the Ray task is done (its result may not be collected yet)
 
     def values(self, runner: RayChunks) -> np.ndarray:
         if self.result is None:
@@ -181,6 +186,7 @@ class RayChunks:
         self.task_runner: Any = None
         self.remote_options: dict[str, Any] = {}
         self.threads: int | None = None
+        self.slots = 1                      # chunk tasks the cluster runs at once
         self.resources: dict[str, float] = {}
         self.workers: dict[str, dict[str, Any]] = {}
         self._inflight: dict[str, list[_Chunk]] = {}
@@ -219,6 +225,8 @@ class RayChunks:
         else:
             self.remote_options = {"num_cpus": threads, "max_calls": 0}
         self.threads = threads
+        gpus, cpus = int(self.resources.get("GPU", 0)), int(self.resources.get("CPU", 1))
+        self.slots = max(1, gpus if gpus >= 1 else cpus // max(1, threads))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,7 +235,7 @@ class RayChunks:
             runner.__exit__(*exc)  # shuts down the cluster only if this runner started it
 
     def describe(self) -> dict[str, Any]:
-        return {"runner": str(self.spec), "cluster": self.resources, "task_resources": {
+        return {"runner": str(self.spec), "cluster": self.resources, "slots": self.slots, "task_resources": {
             k: v for k, v in self.remote_options.items() if k != "max_calls"}, "workers": self.worker_summary()}
 
     def worker_summary(self) -> dict[str, Any]:
@@ -238,6 +246,24 @@ class RayChunks:
                     "max_model_loads_per_process": max((w["model_loads"] for w in self.workers.values()), default=0),
                     "computed": sum(w["computed"] for w in self.workers.values()),
                     "by_process": {k: dict(v) for k, v in self.workers.items()}}
+
+    def running(self) -> int:
+        """Chunk tasks submitted and not finished yet (the flow submits ahead while this is low)."""
+        import ray
+
+        with self._lock:
+            refs = [c.future.wrapped_future for chunks in self._inflight.values() for c in chunks
+                    if c.result is None and not c.finished]
+        if not refs:
+            return 0
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = {r.hex() for r in ready}
+        with self._lock:
+            for chunks in self._inflight.values():
+                for c in chunks:
+                    if c.result is None and c.future.wrapped_future.hex() in done:
+                        c.finished = True
+        return len(refs) - len(ready)
 
     # ------------------------------------------------------------------ submitting
     def _env(self) -> dict[str, str]:
