@@ -10,7 +10,8 @@ each subject's value function and budget) runs BEFORE the audit is opened in the
 opened, any failure marks the audit failed, closes its MLflow runs as FAILED, and re-raises.
 
 The flow itself only chains tasks; every stage is a task in :mod:`tasks` (cached on content hashes,
-retried on transient errors, model calls under the ``spex-model`` concurrency limit).
+retried on transient errors, model calls holding one of the machine's model slots: kernel file locks that
+a killed process gives back, see :func:`tasks.runtime.model_slot`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ MODEL_LIMIT = "spex-model"
 
 
 def ensure_model_limit() -> None:
-    """Create the ``spex-model`` global concurrency limit if it is missing (never changes an existing one)."""
+    """Create the ``spex-model`` global concurrency limit if it is missing (never changes an existing one).
+
+    Model calls no longer take this limit's slots (a process killed while holding one leaked it: the
+    rerun of a killed audit waited for ever); they hold the machine-local :func:`tasks.runtime.model_slot`
+    locks instead; nothing in spex takes this limit's slots any more (it is still created, harmlessly)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
