@@ -99,10 +99,14 @@ def model_slot(poll_seconds: float = 0.2) -> Iterator[None]:
     process's lock at once. The slots are per machine, which is what they count (local accelerators);
     Ray tasks do not take one (Ray's resource accounting does that job).
     """
-    import fcntl
     import tempfile
     import time
 
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no machine-wide slots (the OOM back-off still protects the device)
+        yield
+        return
     slots = max(1, int(os.environ.get("SPEX_MODEL_CONCURRENCY", "1") or 1))
     folder = Path(os.environ.get("SPEX_LOCK_DIR") or Path(tempfile.gettempdir()) / f"spex-locks-{os.getuid()}")
     folder.mkdir(parents=True, exist_ok=True)

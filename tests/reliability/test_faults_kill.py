@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.reliability.conftest import write_spec
-from tests.reliability.fault_checks import masks_computed, rankings, store_contents, store_health, store_snapshot
+from tests.reliability.fault_checks import events, masks_computed, rankings, store_contents, store_health, store_snapshot
 
 # (kill point, what it interrupts) — counts are per process: the chain's later runs skip cached work.
 CHAIN = [
@@ -44,7 +44,7 @@ def test_kill_9_at_five_points_then_rerun(spex_run, rel_model, pg_schema, refere
         # every mask it computed is new to the store: nothing stored was computed again
         assert masks_computed(run.stderr) == new, f"{point}: computed {masks_computed(run.stderr)}, stored {new}"
         store_health(store_root)
-        killed_ids += [e["audit_id"] for e in _events(run) if e.get("event") == "audit_start"]
+        killed_ids += [e["audit_id"] for e in events(run.stderr) if e.get("event") == "audit_start"]
     assert sum(store_snapshot(store_root).values()) > 0
 
     before = store_snapshot(store_root)
@@ -79,9 +79,3 @@ def test_kill_9_at_five_points_then_rerun(spex_run, rel_model, pg_schema, refere
     for audit_id in killed_ids[:-1]:  # killed before finishing: left "running", never "succeeded"
         assert audits[audit_id].status == "running"
     assert audits[killed_ids[-1]].status == "succeeded"  # killed after the DB said so, before MLflow did
-
-
-def _events(run):
-    from tests.reliability.fault_checks import events
-
-    return events(run.stderr)
