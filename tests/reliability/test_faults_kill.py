@@ -79,3 +79,15 @@ def test_kill_9_at_five_points_then_rerun(spex_run, rel_model, pg_schema, refere
     for audit_id in killed_ids[:-1]:  # killed before finishing: left "running", never "succeeded"
         assert audits[audit_id].status == "running"
     assert audits[killed_ids[-1]].status == "succeeded"  # killed after the DB said so, before MLflow did
+
+    # A torn Prefect result file — what a kill in the middle of Prefect's result write leaves (Prefect
+    # writes results in place, not atomically): the rerun takes it as a cache miss and redoes that stage
+    # from the ablation store, with no model call and the same interactions.
+    results = sorted((data / "prefect" / "results").iterdir())
+    assert results
+    for path in results:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    torn = spex_run(args, data_dir=data, db=pg_schema)
+    assert torn.returncode == 0, str(torn)
+    assert torn.json()["model_calls"]["masks_computed"] == masks_computed(torn.stderr) == 0
+    assert rankings(torn.json()) == rankings(reference)
