@@ -15,7 +15,6 @@ import contextlib
 import errno
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,14 +77,12 @@ def _expect_clean_stop(spec: Path, data: Path, monkeypatch: pytest.MonkeyPatch, 
     for key in ("SPEX_DATABASE_URL", "MLFLOW_TRACKING_URI", "SPEX_FAULT_KILL_AT"):
         monkeypatch.delenv(key, raising=False)
     loads = runtime.COUNTERS["model_loads"]
-    started = time.monotonic()
     result = spex_cli("audit", str(spec))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the data dir "), result.stderr
     assert reason in lines[0] and "fix:" in lines[0], lines[0]
     assert runtime.COUNTERS["model_loads"] == loads
-    assert time.monotonic() - started < 60
     return lines[0]
 
 
