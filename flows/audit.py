@@ -29,11 +29,12 @@ from spex import config
 from spex.diff import evaluate_gates
 from spex.spec import AuditSpec, ModelSpec, subject_digest, validate_spec
 from tasks import runtime
-from tasks.ablate import ablate, ensure_model_limit
+from tasks.ablate import ablate
 from tasks.fit import fit
 from tasks.prepare import lens_versions, prepare_subject, resolve_model
 from tasks.runners import LocalChunks, RayChunks, open_runner, parse_runner
-from tasks.record import diff_against_baseline, fail_audit, finish_audit, open_audit, publish, record_subject, write_report
+from tasks.record import (diff_against_baseline, fail_audit, finish_audit, open_audit, publish, reap_crashed_audits,
+                          record_subject, write_report)
 from tasks.sample import sample_masks
 from tasks.search import search
 from tasks.validate import plan_removal, validate
@@ -212,7 +213,6 @@ def _audit(audit_spec: AuditSpec, kind: str, baseline_model: dict[str, Any] | No
     started = time.perf_counter()
     opts = {"refresh_cache": True} if refresh_cache else {}
     check_environment(db_url)  # before any model call: a DB that is down costs no GPU time
-    ensure_model_limit()
     audit_id = _flow_run_id()
     # -- everything that can reject the input, before anything is recorded
     model_key = runtime.cheap_model_key(audit_spec.model)
@@ -229,6 +229,7 @@ def _audit(audit_spec: AuditSpec, kind: str, baseline_model: dict[str, Any] | No
                  subjects=[{"id": i["id"], "n": i["n"], "budget": i["budget"], "holdout": audit_spec.holdout}
                            for i in infos])
     extra = {"baseline_audit_id": baseline_audit_id} if baseline_audit_id else None
+    reap_crashed_audits(db_url, tracking_uri)  # audits of killed processes: failed, MLflow runs closed
     opened = open_audit(db_url, tracking_uri, audit_id, model_info, spec_dict, kind, baseline_model, extra)
     run_id = opened["run_id"]
     try:

@@ -13,7 +13,6 @@ killed), so concurrent audits and concurrent chunk tasks never oversubscribe a G
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -22,30 +21,6 @@ from prefect import task
 
 from tasks import runtime
 from tasks.caching import RETRIES, key_on
-
-MODEL_LIMIT = "spex-model"
-
-
-def ensure_model_limit() -> None:
-    """Create the ``spex-model`` global concurrency limit if it is missing (never changes an existing one).
-
-    Model calls no longer take this limit's slots (a process killed while holding one leaked it: the
-    rerun of a killed audit waited for ever); they hold the machine-local :func:`tasks.runtime.model_slot`
-    locks instead; nothing in spex takes this limit's slots any more (it is still created, harmlessly)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    slots = int(os.environ.get("SPEX_MODEL_CONCURRENCY", "1"))
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(MODEL_LIMIT)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=MODEL_LIMIT, limit=slots))
-            except ObjectAlreadyExists:  # another flow created it first
-                pass
-
 
 @task(name="ablate", cache_key_fn=key_on("fingerprint", "masks", "store_root"), persist_result=True, **RETRIES)
 def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,

@@ -68,7 +68,8 @@ def open_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, mode
     tracker = runtime.tracker(tracking_uri)
     from spex.spec import redact_spec
 
-    stored_spec = {**redact_spec(spec), **({"_audit": extra} if extra else {})}  # privacy.redact_text
+    extra = {**(extra or {}), "owner": runtime.process_owner()}  # lets a later audit tell this one crashed
+    stored_spec = {**redact_spec(spec), "_audit": extra}  # privacy.redact_text
     store.start_audit(_ref(model), stored_spec, audit_id=audit_id, kind=kind, baseline=_ref(baseline),
                       seeds={"seed": spec.get("seed", 0)})
     tags = {"spex.audit_kind": kind, "spex.model_uri": model.get("uri", "")}
@@ -264,3 +265,24 @@ def fail_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, run_
         logging.getLogger("spex.record").warning(
             "audit %s is marked failed in the metadata DB, but its MLflow run %s could not be closed: %s",
             audit_id, run_id, mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+
+
+def reap_crashed_audits(db_url: str | None, tracking_uri: str | None) -> list[str]:
+    """Mark failed every audit left ``running`` by a process of this machine that is gone, and close
+    its MLflow runs; returns their ids.
+
+    Why: a process killed outright (``kill -9``, the OOM killer) cannot record its own end, so its audit
+    would read ``running`` for ever and its MLflow runs stay RUNNING. Its measurements are safe (the
+    ablation store; a rerun records a new audit from them); only the record of the dead run is fixed
+    here, at the start of the next audit. Audits owned by other machines are left alone."""
+    store = runtime.metadata_store(db_url)
+    reaped = []
+    for summary in store.list_audits(status="running", limit=None):
+        owner = (store.get_audit(summary.id).spec.get("_audit") or {}).get("owner")
+        if not owner or not runtime.owner_gone(owner):
+            continue
+        fail_audit(db_url, tracking_uri, summary.id, summary.mlflow_run_id,
+                   f"crashed: process {owner.get('pid')} on {owner.get('host')} ended without finishing the audit")
+        runtime.emit("audit_reaped", audit_id=summary.id, pid=owner.get("pid"), host=owner.get("host"))
+        reaped.append(summary.id)
+    return reaped

@@ -76,9 +76,19 @@ def test_kill_9_at_five_points_then_rerun(spex_run, rel_model, pg_schema, refere
             assert s.validation is not None and s.interaction_counts["fbii"] == len(result["subjects"][s.subject.key]["top"])
         audits = {a.id: a for a in store.list_audits()}
     assert len(audits) == len(CHAIN) + 1 and len(set(killed_ids)) == len(CHAIN)
-    for audit_id in killed_ids[:-1]:  # killed before finishing: left "running", never "succeeded"
-        assert audits[audit_id].status == "running"
+    for audit_id in killed_ids[:-1]:  # killed before finishing: the next run found the process gone
+        assert audits[audit_id].status == "failed", audits[audit_id]
+        assert audits[audit_id].error.startswith("crashed: process"), audits[audit_id].error
     assert audits[killed_ids[-1]].status == "succeeded"  # killed after the DB said so, before MLflow did
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    for audit_id in killed_ids[:-1]:  # ... and closed its MLflow runs: none left RUNNING
+        run_id = audits[audit_id].mlflow_run_id
+        assert run_id and client.get_run(run_id).info.status == "FAILED"
+        children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                      filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+        assert all(c.info.status != "RUNNING" for c in children)
 
     # A torn Prefect result file — what a kill in the middle of Prefect's result write leaves (Prefect
     # writes results in place, not atomically): the rerun takes it as a cache miss and redoes that stage
