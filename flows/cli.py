@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from spex import config
 from spex.cli import app
 from spex.cli import (  # noqa: F401  (shared helpers and options)
     DbOption,
@@ -236,8 +237,6 @@ def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> Non
 
 
 def _mlflow_run_url(result: dict[str, Any], tracking_uri: str | None = None) -> str:
-    from spex import config
-
     uri = tracking_uri or config.mlflow_tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{result.get('mlflow_experiment_id')}/runs/{result.get('mlflow_run_id')}"
@@ -260,21 +259,9 @@ def _finish(result: dict[str, Any], as_json: bool, quiet: bool, top: int | None,
 def _connections(db: str | None, tracking_uri: str | None) -> Iterator[None]:
     """Hand ``--db`` / ``--tracking-uri`` to the run through the environment, not as flow parameters:
     Prefect stores a flow run's parameters, and a database URL may carry a password."""
-    import os
-
-    saved = {k: os.environ.get(k) for k in ("SPEX_DATABASE_URL", "MLFLOW_TRACKING_URI")}
-    try:
-        if db:
-            os.environ["SPEX_DATABASE_URL"] = db
-        if tracking_uri:
-            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    given = {"SPEX_DATABASE_URL": db, "MLFLOW_TRACKING_URI": tracking_uri}
+    with config.scoped_environ({k: v for k, v in given.items() if v}):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _spec_data(spec_path: str) -> dict[str, Any]:

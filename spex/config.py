@@ -8,6 +8,8 @@ metadata DB, the local MLflow store, the ablation store, converted models, repor
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 # Telemetry off unless the user turned it on explicitly.
@@ -41,3 +43,24 @@ def mlflow_tracking_uri() -> str:
 def mlflow_artifact_root() -> str:
     """Artifact location for experiments created against the embedded store."""
     return (data_dir() / "mlartifacts").as_uri()
+
+
+@contextmanager
+def scoped_environ(updates: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (a string) or unset (None) environment variables for the block, then put back exactly what
+    was there. Settings reach runs through the environment (never as flow parameters, which Prefect
+    stores: a database URL may carry a password)."""
+    saved = {key: os.environ.get(key) for key in updates}
+    try:
+        for key, value in updates.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

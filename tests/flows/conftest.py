@@ -8,7 +8,6 @@ and the models are real transformers models (just tiny and randomly initialised)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,21 +25,12 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
     from prefect.testing.utilities import prefect_test_harness
 
     data = tmp_path_factory.mktemp("spex-flows")
-    saved = {k: os.environ.get(k) for k in ("SPEX_DATA_DIR", "MLFLOW_TRACKING_URI", "SPEX_DATABASE_URL")}
-    os.environ["SPEX_DATA_DIR"] = str(data)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("SPEX_DATABASE_URL", None)
     from flows.audit import results_in_data_dir
+    from spex.config import scoped_environ
 
-    try:
+    with scoped_environ({"SPEX_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None}):
         with prefect_test_harness(server_startup_timeout=120), results_in_data_dir():
             yield {"data": data}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

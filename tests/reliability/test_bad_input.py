@@ -228,11 +228,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A data dir of its own (SQLite metadata DB, local MLflow store), the tiny models, and
     ``tiny-sentiment`` version 1 in the registry (so a missing version has a real neighbour)."""
     root = tmp_path_factory.mktemp("bad-input")
-    saved = {k: os.environ.get(k) for k in ("SPEX_DATA_DIR", "MLFLOW_TRACKING_URI", "SPEX_DATABASE_URL")}
-    os.environ["SPEX_DATA_DIR"] = str(root / "data")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("SPEX_DATABASE_URL", None)
-    try:
+    from spex.config import scoped_environ
+
+    with scoped_environ({"SPEX_DATA_DIR": str(root / "data"), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None}):
         from mlflow import MlflowClient
 
         from spex import config
@@ -247,12 +245,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         client.set_terminated(run)
         client.create_model_version("tiny-sentiment", f"runs:/{run}/model", run_id=run)
         yield {"root": root, "data": root / "data", "bert": bert, "lm": lm}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def tiny_causal_lm(folder: Path) -> Path:

@@ -50,20 +50,11 @@ def spex_cli(*args: str) -> Any:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A data dir of its own and the planted environment secrets (restored afterwards)."""
     root = tmp_path_factory.mktemp("security")
-    keys = ("SPEX_DATA_DIR", "MLFLOW_TRACKING_URI", "SPEX_DATABASE_URL", *SECRETS)
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["SPEX_DATA_DIR"] = str(root / "data")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("SPEX_DATABASE_URL", None)
-    os.environ.update(SECRETS)
-    try:
+    from spex.config import scoped_environ
+
+    with scoped_environ({"SPEX_DATA_DIR": str(root / "data"), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None,
+                         **SECRETS}):
         yield {"root": root, "data": root / "data"}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _everything_in(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
