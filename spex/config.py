@@ -45,6 +45,14 @@ def mlflow_artifact_root() -> str:
     return (data_dir() / "mlartifacts").as_uri()
 
 
+def _apply(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextmanager
 def scoped_environ(updates: Mapping[str, str | None]) -> Iterator[None]:
     """Set (a string) or unset (None) environment variables for the block, then put back exactly what
@@ -52,15 +60,7 @@ def scoped_environ(updates: Mapping[str, str | None]) -> Iterator[None]:
     stores: a database URL may carry a password)."""
     saved = {key: os.environ.get(key) for key in updates}
     try:
-        for key, value in updates.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(updates)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(saved)

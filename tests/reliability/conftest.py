@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from spex.store import testing as pg
+from tests.flows.flow_models import features_spec
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -132,22 +133,8 @@ class Run:
 
 
 def write_spec(path: Path, model: Path | str, **overrides: Any) -> Path:
-    """A tiny two-subject features-lens spec on the tiny classifier (small slices: many kill points)."""
-    spec: dict[str, Any] = {
-        "model": str(model),
-        "lens": "features",
-        "subjects": [
-            {"id": "food", "prompt": "The food was not bad at all, but the service was slow."},
-            {"id": "movie", "prompt": "I expected to hate the movie, yet I loved every minute of it."},
-        ],
-        "budget": 120,
-        "holdout": 32,
-        "removal_r": 2,
-        "seed": 3,
-        "ranking": {"index": "fbii", "order": 2, "top_k": 5, "record_top": 50},
-        "batch": {"max_batch": 8, "chunk_size": 64},
-    }
-    spec.update(overrides)
+    """The flow suite's tiny two-subject features-lens spec (seeded; small batches: many kill points)."""
+    spec = {**features_spec(model, seed=3, batch={"max_batch": 8, "chunk_size": 64}), **overrides}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
