@@ -9,7 +9,7 @@ What runs: the features lens of ``builtin:minilm-sentiment`` (MiniLM-L6 sentimen
 removes words, the value is the class logit) on the longest prompts of the bundled sentiment set, the
 same uniform random masks per prompt (seeded), through the code the audit flow runs:
 
-* ``local``: ``flows.audit._ablate_all`` — one ``ablate`` task run per chunk, one after the other, in this
+* ``local``: ``tasks.runners.LocalChunks`` — one ``ablate`` task run per chunk, one after the other, in this
   process (the default runner);
 * ``ray xW``: ``tasks.runners.RayChunks`` on an in-process Ray cluster with W CPUs — every chunk of every
   subject submitted at once as a Ray task (``num_cpus=1``, 1 torch thread), at most W at a time.
@@ -85,21 +85,15 @@ def _stage(spec: dict[str, Any], infos: list[dict[str, Any]], masks: dict[str, n
     """The ablation stage under a Prefect flow run, as the audit flow runs it; returns values and counters."""
     from prefect import flow
 
-    from flows.audit import _ablate_all
     from tasks.runners import open_runner
 
     @flow(name="spex-scaleout-benchmark", log_prints=False)
     def stage() -> dict[str, Any]:
         start = time.perf_counter()
         with open_runner(runner) as chunks:
-            if chunks.concurrent:
-                pending = [chunks.submit(spec, info, masks[info["id"]], store_root, "train", chunk, False)
-                           for info in infos]
-                out = [p.gather() for p in pending]
-                workers = chunks.worker_summary()
-            else:
-                out = [_ablate_all(spec, info, masks[info["id"]], store_root, "train", chunk, False) for info in infos]
-                workers = None
+            pending = [chunks.submit(spec, info, masks[info["id"]], store_root, "train", chunk, False) for info in infos]
+            out = [p.gather() for p in pending]  # local: computed here, chunk after chunk; Ray: concurrently
+            workers = chunks.worker_summary() if chunks.concurrent else None
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "values": {i["id"]: v for i, (v, _) in zip(infos, out)},
                 "computed": sum(s["computed"] for _, s in out), "chunks": sum(s["chunks"] for _, s in out),

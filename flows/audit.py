@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 from prefect import flow
 from prefect.context import get_run_context
 
@@ -29,7 +28,6 @@ from spex import config
 from spex.diff import evaluate_gates
 from spex.spec import AuditSpec, ModelSpec, subject_digest, validate_spec
 from tasks import runtime
-from tasks.ablate import ablate
 from tasks.fit import fit
 from tasks.prepare import lens_versions, prepare_subject, resolve_model
 from tasks.runners import LocalChunks, RayChunks, open_runner, parse_runner
@@ -144,37 +142,6 @@ def _flow_run_id() -> str:
         import uuid
 
         return uuid.uuid4().hex
-
-
-def _ablate_all(spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, store_root: str, role: str,
-                chunk: int, refresh: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """Values of all ``masks`` through chunked ablate task runs; counts what was computed vs cached."""
-    task = ablate.with_options(refresh_cache=True) if refresh else ablate
-    values = np.empty(len(masks))
-    stats = {"computed": 0, "from_store": 0, "cached_chunks": 0, "chunks": 0, "compute_seconds": 0.0}
-    for lo in range(0, len(masks), chunk):
-        part = masks[lo:lo + chunk]
-        state = task(spec, info["id"], info["fingerprint"], part, store_root, role, return_state=True)
-        result = state.result()
-        values[lo:lo + len(part)] = result["values"]
-        stats["chunks"] += 1
-        if state.name == "Cached":
-            stats["cached_chunks"] += 1
-            stats["from_store"] += len(part)
-            runtime.emit("masks", subject=info["id"], role=role, count=len(part), computed=False)
-        else:
-            stats["computed"] += result["stats"]["computed"]
-            stats["from_store"] += result["stats"]["from_store"]
-            stats["compute_seconds"] += result["stats"]["compute_seconds"]
-    return values, stats
-
-
-def _ablate(chunks: LocalChunks | RayChunks, spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray,
-            store_root: str, role: str, chunk: int, refresh: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """Values of ``masks``: chunk by chunk in this process (the local runner), or as concurrent Ray tasks."""
-    if chunks.concurrent:
-        return chunks.submit(spec, info, masks, store_root, role, chunk, refresh).gather()
-    return _ablate_all(spec, info, masks, store_root, role, chunk, refresh)
 
 
 def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
@@ -322,20 +289,17 @@ def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: lis
     for position, info in enumerate(infos):
         sid = info["id"]
         seconds: dict[str, float] = {}
-        pending = None
         if chunks.concurrent:
             submit_ahead(position)
             samples, seconds["sample"], pending = submitted.pop(sid)
-        else:
+        else:  # computed when gathered, in this process
             samples, seconds["sample"] = sample(info)
+            pending = [chunks.submit(spec_dict, info, samples[role], store_root, role, chunk, refresh)
+                       for role in ("train", "holdout")]
         runtime.emit("subject_start", subject=sid,
                      total=len(samples["train"]) + len(samples["holdout"]) + 3)
         t = time.perf_counter()
-        if pending is not None:  # waits for this subject's chunks (the others' keep running)
-            (train, s1), (held, s2) = (p.gather() for p in pending)
-        else:
-            train, s1 = _ablate_all(spec_dict, info, samples["train"], store_root, "train", chunk, refresh)
-            held, s2 = _ablate_all(spec_dict, info, samples["holdout"], store_root, "holdout", chunk, refresh)
+        (train, s1), (held, s2) = (p.gather() for p in pending)  # Ray: the other subjects' chunks keep running
         seconds["ablate"] = time.perf_counter() - t
         t = time.perf_counter()
         fitted = fit.with_options(**opts)(info["fingerprint"], audit_spec.method, audit_spec.method_options, info["n"],
@@ -348,7 +312,7 @@ def _audit_subjects(audit_spec: AuditSpec, spec_dict: dict[str, Any], infos: lis
         seconds["search"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_removal(fitted["spectrum"], audit_spec.removal_r, info["labels"], subject=sid)
-        removal_values, s3 = _ablate(chunks, spec_dict, info, plan["masks"], store_root, "removal", chunk, refresh)
+        removal_values, s3 = chunks.submit(spec_dict, info, plan["masks"], store_root, "removal", chunk, refresh).gather()
         validation = validate(fitted["spectrum"], samples["holdout"], held, plan, removal_values, subject=sid)
         seconds["validate"] = time.perf_counter() - t
         stats: dict[str, Any] = {}

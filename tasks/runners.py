@@ -96,13 +96,55 @@ def parse_runner(value: str | RunnerSpec | None) -> RunnerSpec:
 
 
 # ---------------------------------------------------------------------------------------------- local
+@dataclass
+class _LocalPending:
+    """A local runner's submission: computed when gathered, chunk after chunk, in this process."""
+
+    spec: dict[str, Any]
+    info: dict[str, Any]
+    masks: np.ndarray
+    store_root: str
+    role: str
+    chunk: int
+    refresh: bool
+
+    def gather(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """Values of all the masks through chunked ``ablate`` task runs; counts what was computed vs cached."""
+        from tasks.ablate import ablate
+
+        task = ablate.with_options(refresh_cache=True) if self.refresh else ablate
+        info, masks = self.info, self.masks
+        values = np.empty(len(masks))
+        stats = {"computed": 0, "from_store": 0, "cached_chunks": 0, "chunks": 0, "compute_seconds": 0.0}
+        for lo in range(0, len(masks), self.chunk):
+            part = masks[lo:lo + self.chunk]
+            state = task(self.spec, info["id"], info["fingerprint"], part, self.store_root, self.role,
+                         return_state=True)
+            result = state.result()
+            values[lo:lo + len(part)] = result["values"]
+            stats["chunks"] += 1
+            if state.name == "Cached":
+                stats["cached_chunks"] += 1
+                stats["from_store"] += len(part)
+                runtime.emit("masks", subject=info["id"], role=self.role, count=len(part), computed=False)
+            else:
+                stats["computed"] += result["stats"]["computed"]
+                stats["from_store"] += result["stats"]["from_store"]
+                stats["compute_seconds"] += result["stats"]["compute_seconds"]
+        return values, stats
+
+
 class LocalChunks:
-    """The default runner: the flow calls the ablate task chunk by chunk in its own process (the flow
-    keeps that path itself; this object only says so)."""
+    """The default runner: the flow's own process runs the ablate task chunk by chunk, when a
+    submission is gathered (nothing runs concurrently)."""
 
     concurrent = False
     spec = RunnerSpec(LOCAL)
     slots = 1
+
+    def submit(self, spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, store_root: str, role: str,
+               chunk: int, refresh: bool) -> _LocalPending:
+        return _LocalPending(spec, info, masks, store_root, role, chunk, refresh)
 
     def running(self) -> int:
         return 0
