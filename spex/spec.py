@@ -369,18 +369,13 @@ class AuditSpec(_Strict):
         return budget
 
     def public_dict(self) -> dict[str, Any]:
-        """The spec as JSON-able data (what Prefect parameters and the tasks get; see :meth:`stored_dict`
-        for what the metadata DB and MLflow get)."""
+        """The spec as JSON-able data (what Prefect parameters and the tasks get; :func:`redact_spec`
+        of it is what the metadata DB and MLflow get)."""
         return self.model_dump(mode="json", exclude_none=False)
 
     @property
     def redact(self) -> bool:
         return self.privacy.redact_text
-
-    def stored_dict(self) -> dict[str, Any]:
-        """The spec as the metadata DB and MLflow record it: :meth:`public_dict`, with every text of the
-        subjects and lens options replaced by ``[redacted]`` when ``privacy.redact_text`` is on."""
-        return redact_spec(self.public_dict())
 
     def check_offline(self) -> None:
         """Checks that need the spec's text, not the model's weights (run before anything starts):

@@ -224,12 +224,12 @@ def test_redacted_audit_keeps_its_numbers_with_index_labels(audited: dict[str, A
 
 
 def test_redaction_is_designed_in_the_spec() -> None:
-    from spex.spec import SpecError, validate_spec
+    from spex.spec import SpecError, redact_spec, validate_spec
 
     base = {"model": "builtin:minilm-sentiment", "lens": "features", "subjects": [{"id": "a", "prompt": "x y"}]}
     assert validate_spec(base).privacy.redact_text is False
     on = validate_spec({**base, "privacy": {"redact_text": True}})
-    assert on.stored_dict()["subjects"] == [{"id": "a", "prompt": "[redacted]", "target": None}]
+    assert redact_spec(on.public_dict())["subjects"] == [{"id": "a", "prompt": "[redacted]", "target": None}]
     assert on.public_dict()["subjects"][0]["prompt"] == "x y"  # the run itself still has the text
     with pytest.raises(SpecError, match=r"`privacy.redact_txt`.*did you mean `redact_text`"):
         validate_spec({**base, "privacy": {"redact_txt": True}})
