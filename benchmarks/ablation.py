@@ -122,6 +122,18 @@ def captum_default_logprob(loaded: Any, vf: Any, keep: np.ndarray) -> tuple[floa
     return total, len(prompt) + len(target)
 
 
+def one_per_forward(score: Any, loaded: Any, vf: Any, masks: np.ndarray) -> tuple[list[float], int, float]:
+    """A baseline's loop, one mask at a time: (values, tokens, seconds)."""
+    values, tokens = [], 0
+    t0 = now()
+    with torch.inference_mode():
+        for keep in masks:
+            v, c = score(loaded, vf, keep)
+            values.append(v)
+            tokens += c
+    return values, tokens, now() - t0
+
+
 def model_peak(loaded: Any, rows: int, length: int, repeats: int = 2) -> dict[str, float]:
     """The model's own forward tokens/s on ``rows`` x ``length`` random tokens (last logits only; best of
     ``repeats`` after a warm-up): the ceiling of any batching scheme on this hardware."""
@@ -169,20 +181,14 @@ def part_features(smollm: Any, args: argparse.Namespace) -> dict[str, Any]:
                 stats = engine.last
             else:
                 stats.add(engine.last)
-            t0 = now()
-            with torch.inference_mode():
-                for keep in masks[part]:
-                    v, c = naive_logprob(smollm, vf, keep)
-                    naive_vals.append(v)
-                    naive_tokens += c
-            naive_s += now() - t0
-            t0 = now()
-            with torch.inference_mode():
-                for keep in masks[cpart]:
-                    v, c = captum_default_logprob(smollm, vf, keep)
-                    captum_vals.append(v)
-                    captum_tokens += c
-            captum_s += now() - t0
+            vals, count, seconds = one_per_forward(naive_logprob, smollm, vf, masks[part])
+            naive_vals += vals
+            naive_tokens += count
+            naive_s += seconds
+            vals, count, seconds = one_per_forward(captum_default_logprob, smollm, vf, masks[cpart])
+            captum_vals += vals
+            captum_tokens += count
+            captum_s += seconds
     stats = stats.as_dict()
     tokens = float(vf.cost(masks).sum())
     length = int(round(tokens / len(masks)))
