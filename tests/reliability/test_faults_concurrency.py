@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.reliability.conftest import write_spec
-from tests.reliability.fault_checks import rankings, store_health
+from tests.reliability.fault_checks import assert_close_rankings, rankings, store_health
 
 SERVICE = {"id": "service", "prompt": "Great movie and a lovely place, but terrible service: we will never come again."}
 
@@ -47,8 +47,11 @@ def test_four_audits_at_once(spex_start, rel_model, pg_schema, reference_audit, 
     store_health_tolerant(shared)
     store = AblationStore(shared)
     assert len(store.fingerprints()) == 3  # food, movie, service
-    # a and b are the reference audit, run twice at once: same interactions as the reference
-    assert rankings(results["a"]) == rankings(results["b"]) == rankings(reference_audit["result"])
+    # a and b are the reference audit, run twice at once: same interactions as the reference. Values agree
+    # to float32 rounding, not bit for bit: with the store shared, some of a's masks were computed by c or d
+    # in other batches (another padding); same batches give bit-identical values (test_faults_determinism).
+    assert_close_rankings(rankings(results["a"]), rankings(reference_audit["result"]))
+    assert_close_rankings(rankings(results["b"]), rankings(reference_audit["result"]))
 
     with MetadataStore(pg_schema) as meta:
         counts = meta.counts()
