@@ -55,13 +55,13 @@ import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import spex  # noqa: E402
-import spex.models  # noqa: E402
 import spex.lenses  # noqa: E402
-from spex import masks as mask_sampling  # noqa: E402
-from spex import sets  # noqa: E402
+import spex.models  # noqa: E402
 from spex.ablation import AblationEngine, AblationStore  # noqa: E402
 from spex.data import load_head_task, load_prompts, load_sentiment  # noqa: E402
-from spex.synthetic import PlantedGame  # noqa: E402
+from spex.engine import sampling as mask_sampling  # noqa: E402
+from spex.engine import sets  # noqa: E402
+from spex.engine.synthetic import PlantedGame  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SMOLLM2 = "builtin:smollm2-135m-instruct"
@@ -353,7 +353,7 @@ def run_shapiq(bound: Any, n: int, budget: int, seed: int, holdout: np.ndarray, 
     mobius = {tuple(int(i) for i in k): float(values.values[j]) for k, j in values.interaction_lookup.items()}
     train = fixed if fixed is not None else None
     pred = mobius_predict(n, mobius, holdout)
-    return {"r2": spex.metrics.r2(y_holdout, pred), "pred": pred, "seconds": total - game.seconds,
+    return {"r2": spex.engine.heldout.r2(y_holdout, pred), "pred": pred, "seconds": total - game.seconds,
             "requested": game.requested, "new_calls": game.computed, "from_store": game.from_store,
             "support": sum(1 for v in mobius.values() if v != 0), "train_masks": None if train is None else len(train)}
 
@@ -365,13 +365,13 @@ def run_ours(bound: Any, n: int, budget: int, method: str, seed: int, holdout: n
     ex = spex.explain(bound, n, budget=budget, method=method, seed=seed, **options)
     pred = ex.spectrum.predict(holdout)
     orders = ex.spectrum.orders if len(ex.spectrum) else np.zeros(0)
-    return {"r2": spex.metrics.r2(y_holdout, pred), "pred": pred, "seconds": ex.seconds["outside_value_calls"],
+    return {"r2": spex.engine.heldout.r2(y_holdout, pred), "pred": pred, "seconds": ex.seconds["outside_value_calls"],
             "new_calls": engine.total.computed - before, "unique_masks": ex.n_calls, "support": len(ex.spectrum),
             "max_order": int(orders.max()) if len(orders) else 0, "exact": bool(ex.diagnostics.get("exact", False))}
 
 
 def training_masks(n: int, budget: int, seed: int, paired: bool) -> np.ndarray:
-    """The masks spex.explain's ProxySPEX draws for (n, budget, seed) (see spex/methods/proxyspex.py)."""
+    """The masks spex.explain's ProxySPEX draws for (n, budget, seed) (see spex/engine/methods/proxyspex.py)."""
     return mask_sampling.uniform(n, budget, mask_sampling.rng(seed, "train"), pair_complements=paired)
 
 
@@ -414,7 +414,7 @@ def e2e_subject(model_name: str, label: str, vf: Any, engine: AblationEngine, ar
             # R² on the held-out masks that are not training masks (differs from r2 only for small n)
             pred = row.get(key, {}).pop("pred", None)
             if pred is not None and keep.sum() >= 2:
-                row[key]["r2_unseen"] = spex.metrics.r2(y_holdout[keep], pred[keep])
+                row[key]["r2_unseen"] = spex.engine.heldout.r2(y_holdout[keep], pred[keep])
         row.get("shapiq_own", {}).pop("pred", None)
         runs.append(row)
         print_e2e_row(model_name, label, n, row, flush=True)

@@ -26,9 +26,9 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import spex  # noqa: E402
-from spex import masks as mask_sampling  # noqa: E402
-from spex import sets  # noqa: E402
-from spex.synthetic import PlantedGame, planted  # noqa: E402
+from spex.engine import sampling as mask_sampling  # noqa: E402
+from spex.engine import sets  # noqa: E402
+from spex.engine.synthetic import PlantedGame, planted  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,7 +54,7 @@ def mobius_r2(n: int, mobius: dict[tuple[int, ...], float], game: PlantedGame, h
     items = [(k, v) for k, v in mobius.items() if v != 0]
     members = sets.from_tuples([k for k, _ in items]) if items else np.zeros((0, 0), np.int32)
     surrogate = PlantedGame(n, members, np.array([v for _, v in items]))
-    return spex.metrics.r2(game.clean(holdout), surrogate.clean(holdout))
+    return spex.engine.heldout.r2(game.clean(holdout), surrogate.clean(holdout))
 
 
 def run_ours(game: PlantedGame, n: int, budget: int, method: str, seed: int, holdout: np.ndarray,
@@ -71,7 +71,7 @@ def run_ours(game: PlantedGame, n: int, budget: int, method: str, seed: int, hol
         if seconds[0] > 10.0:  # a long run averages over load spikes by itself
             break
     return {
-        "r2": spex.metrics.r2(game.clean(holdout), ex.spectrum.predict(holdout)),
+        "r2": spex.engine.heldout.r2(game.clean(holdout), ex.spectrum.predict(holdout)),
         "seconds": float(np.median(seconds)),
         "seconds_all": seconds,
         "calls": ex.n_calls,
@@ -170,7 +170,7 @@ def main() -> None:
             holdout = mask_sampling.holdout(n, 1000, seed=10_000 + n)
             for kind in args.kinds:
                 game = planted(n, kind, noise=0.0, seed=args.seed + n)
-                from spex.methods.bch import parameter_search
+                from spex.engine.methods.bch import parameter_search
 
                 # the reference setting: b = 8, t = 5, C = 3 -> C·(p+1)·2^b masks (31,488 at n = 128)
                 _, length, dim = parameter_search(n, 5)

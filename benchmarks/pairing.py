@@ -37,8 +37,8 @@ import spex.lenses  # noqa: E402
 import spex.models  # noqa: E402
 from spex.ablation import AblationEngine, AblationStore  # noqa: E402
 from spex.data import load_prompts  # noqa: E402
-from spex.exact import all_masks  # noqa: E402
-from spex.synthetic import planted  # noqa: E402
+from spex.engine.exact import all_masks  # noqa: E402
+from spex.engine.synthetic import planted  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,7 +84,7 @@ def score(subject: dict[str, Any], alpha: float, seed: int, paired: bool) -> flo
 
     budget = max(32, int(round(alpha * n * math.log2(n))))
     ex = spex.explain(lookup, n, budget=budget, seed=seed, pair_complements=paired)
-    return spex.metrics.r2(values, ex.spectrum.predict(masks))
+    return spex.engine.heldout.r2(values, ex.spectrum.predict(masks))
 
 
 def main() -> None:

@@ -105,7 +105,7 @@ def _stage(spec: dict[str, Any], infos: list[dict[str, Any]], masks: dict[str, n
 def _check(result: dict[str, Any], infos: list[dict[str, Any]], masks: dict[str, np.ndarray], store_root: str) -> dict[str, Any]:
     """Exactly once: computed == distinct masks == rows written to the store."""
     from spex.ablation import AblationStore
-    from spex.masks import unique_rows
+    from spex.engine.sampling import unique_rows
 
     store = AblationStore(store_root)
     distinct = sum(len(unique_rows(masks[i["id"]])[0]) for i in infos)
@@ -122,7 +122,7 @@ def measure_runners(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from spex.ablation import AblationEngine, AblationStore
-    from spex.masks import rng, uniform
+    from spex.engine.sampling import rng, uniform
     from tasks import runtime
 
     torch.set_num_threads(1)
@@ -184,13 +184,13 @@ def measure_runners(args: argparse.Namespace) -> dict[str, Any]:
 def measure_storage(n: int, alphas: list[int], holdout: int, chunk: int) -> list[dict[str, Any]]:
     """Bytes on disk of one subject's ablations at n features (values are random normals): the ablation
     store (chunk files + meta.json), and the train + held-out Parquet artifacts an audit logs to MLflow
-    (written exactly as ``spex.tracking`` writes them: its frame layout, zstd)."""
+    (written exactly as ``spex.records.tracking`` writes them: its frame layout, zstd)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from spex.ablation import AblationStore
-    from spex.masks import rng, uniform
-    from spex.tracking import ablation_frame
+    from spex.engine.sampling import rng, uniform
+    from spex.records.tracking import ablation_frame
 
     out = []
     for alpha in alphas:

@@ -24,15 +24,23 @@ from typing import Any
 from prefect import flow
 from prefect.context import get_run_context
 
-from spex import config
-from spex.diff import evaluate_gates
-from spex.spec import AuditSpec, ModelSpec, subject_digest, validate_spec
+from spex import settings
+from spex.audit.diff import evaluate_gates
+from spex.audit.spec import AuditSpec, ModelSpec, subject_digest, validate_spec
 from tasks import runtime
 from tasks.fit import fit
 from tasks.prepare import lens_versions, prepare_subject, resolve_model
+from tasks.record import (
+    diff_against_baseline,
+    fail_audit,
+    finish_audit,
+    open_audit,
+    publish,
+    reap_crashed_audits,
+    record_subject,
+    write_report,
+)
 from tasks.runners import LocalChunks, RayChunks, open_runner, parse_runner
-from tasks.record import (diff_against_baseline, fail_audit, finish_audit, open_audit, publish, reap_crashed_audits,
-                          record_subject, write_report)
 from tasks.sample import sample_masks
 from tasks.search import search
 from tasks.validate import plan_removal, validate
@@ -65,7 +73,7 @@ def results_in_data_dir() -> Iterator[None]:
     if configured:
         yield
         return
-    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: config.data_dir() / "prefect" / "results"}):
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: settings.data_dir() / "prefect" / "results"}):
         yield
 
 
@@ -77,12 +85,12 @@ def check_data_dir() -> None:
     import shutil
     import tempfile
 
-    from spex.validation import SpexInputError
+    from spex.errors import SpexInputError
 
     where = os.environ.get("SPEX_DATA_DIR") or "~/.spex"
     fix = "fix: point SPEX_DATA_DIR at a writable folder with free space"
     try:
-        root = config.data_dir()
+        root = settings.data_dir()
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-") as probe:
             probe.write(b"\0" * (256 << 10))
             probe.flush()
@@ -103,7 +111,7 @@ def check_data_dir() -> None:
 def check_environment(db_url: str | None) -> None:
     """Before any model call: the data dir is writable and the metadata DB answers (connected,
     migrated). Raises a one-line error naming what is wrong and how to fix it."""
-    from spex.validation import SpexInputError
+    from spex.errors import SpexInputError
 
     check_data_dir()
     try:
@@ -117,8 +125,8 @@ def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, d
     (the path exists, the registry version or alias exists), the metadata DB answers and the data dir
     is writable; returns the model's cheap key. The CLI calls it first, so a typo or a database that is
     down fails in a second with exit 2, before a Prefect server starts or a model is called."""
-    from spex.spec import SpecError
-    from spex.validation import SpexInputError
+    from spex.audit.spec import SpecError
+    from spex.errors import SpexInputError
 
     audit_spec = with_model(validate_spec(spec), model)
     audit_spec.check_offline()  # n vs budget from the text alone, custom model code not trusted: no model load
@@ -174,7 +182,7 @@ def _audit(audit_spec: AuditSpec, kind: str, baseline_model: dict[str, Any] | No
            db_url: str | None, tracking_uri: str | None, refresh_cache: bool,
            chunks: LocalChunks | RayChunks) -> dict[str, Any]:
     spec_dict = audit_spec.public_dict()
-    root = config.data_dir()
+    root = settings.data_dir()
     store_root = str(root / "ablations")
     loads_before = dict(runtime.COUNTERS)
     started = time.perf_counter()

@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from spex import config
-from spex.cli import app
+from spex import settings
 from spex.cli import (  # noqa: F401  (shared helpers and options)
     DbOption,
     JsonOption,
@@ -25,6 +24,7 @@ from spex.cli import (  # noqa: F401  (shared helpers and options)
     _fmt_float,
     _mlflow_ui_command,
     _to_json,
+    app,
 )
 
 # ------------------------------------------------------------------------------------------ audits (run)
@@ -72,7 +72,7 @@ def _quiet_libraries() -> None:
 @contextmanager
 def _run_errors() -> Iterator[None]:
     """Every failure of an audit run -> one line on stderr and exit 2 (gates failing is exit 1, not here)."""
-    from spex.validation import SpexInputError
+    from spex.errors import SpexInputError
 
     try:
         yield
@@ -94,7 +94,12 @@ def _describe(exc: BaseException) -> str:
     """One line for an unexpected failure: what failed, in the words of the component that failed."""
     import sqlalchemy as sa
 
-    from spex.store import AuditNotFound, SchemaTooNew, StoreConfigError, SubjectNotFound
+    from spex.records.metadata import (
+        AuditNotFound,
+        SchemaTooNew,
+        StoreConfigError,
+        SubjectNotFound,
+    )
 
     if isinstance(exc, (AuditNotFound, SubjectNotFound)):
         return exc.args[0] if exc.args else str(exc)
@@ -125,7 +130,14 @@ class _ProgressView:
         self.progress: Any = None
         self.overall: Any = None
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("masks"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -237,7 +249,7 @@ def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> Non
 
 
 def _mlflow_run_url(result: dict[str, Any], tracking_uri: str | None = None) -> str:
-    uri = tracking_uri or config.mlflow_tracking_uri()
+    uri = tracking_uri or settings.mlflow_tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{result.get('mlflow_experiment_id')}/runs/{result.get('mlflow_run_id')}"
 
@@ -260,12 +272,12 @@ def _connections(db: str | None, tracking_uri: str | None) -> Iterator[None]:
     """Hand ``--db`` / ``--tracking-uri`` to the run through the environment, not as flow parameters:
     Prefect stores a flow run's parameters, and a database URL may carry a password."""
     given = {"SPEX_DATABASE_URL": db, "MLFLOW_TRACKING_URI": tracking_uri}
-    with config.scoped_environ({k: v for k, v in given.items() if v}):
+    with settings.scoped_environ({k: v for k, v in given.items() if v}):
         yield
 
 
 def _spec_data(spec_path: str) -> dict[str, Any]:
-    from spex.spec import load_spec
+    from spex.audit.spec import load_spec
 
     return load_spec(spec_path).public_dict()
 
@@ -343,7 +355,7 @@ def estimate_command(
     measured throughput on a short warm-up, and the ETA."""
     _quiet_libraries()
     with _run_errors():
-        from spex.spec import load_spec
+        from spex.audit.spec import load_spec
 
         audit_spec = load_spec(spec)
         if model:
@@ -389,8 +401,8 @@ def _estimate(audit_spec: Any, batch_size: int | None) -> tuple[list[dict[str, A
     import numpy as np
 
     from spex.ablation import AblationStore, measure_throughput
-    from spex.config import data_dir
-    from spex.masks import holdout as holdout_masks
+    from spex.engine.sampling import holdout as holdout_masks
+    from spex.settings import data_dir
     from tasks import runtime
     from tasks.sample import design_masks
 

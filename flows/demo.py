@@ -47,7 +47,7 @@ def register_sentiment_versions(tracking_uri: str | None = None, log: Any = prin
 
     from spex.models import folder_digest
     from spex.models.builtins import sentiment_folder, sentiment_report
-    from spex.tracking import AuditTracker
+    from spex.records.tracking import AuditTracker
 
     tracker = AuditTracker(tracking_uri)
     client = tracker.client
@@ -93,17 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from flows import cli
-    from spex import config
+    from spex import settings
 
     cli._quiet_libraries()
     console = cli._console()
     start = time.perf_counter()
     say = lambda text="": console.print(text, markup=False, highlight=False)  # noqa: E731
-    say(f"spex demo · data dir {config.data_dir()}")
-    say(f"  metadata DB {config.database_url()} · MLflow {config.mlflow_tracking_uri()} · Prefect: ephemeral API")
+    say(f"spex demo · data dir {settings.data_dir()}")
+    say(f"  metadata DB {settings.database_url()} · MLflow {settings.mlflow_tracking_uri()} · Prefect: ephemeral API")
     from flows.audit import audit, results_in_data_dir
     from flows.release import release_audit
-    from spex.spec import load_spec
+    from spex.audit.spec import load_spec
 
     outcomes: list[tuple[str, dict[str, Any]]] = []
     if not args.skip_llm:

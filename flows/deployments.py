@@ -35,7 +35,7 @@ from typing import Any
 
 from flows.audit import audit
 from flows.release import release_audit
-from spex.spec import load_spec
+from spex.audit.spec import load_spec
 
 NIGHTLY_CRON = "0 2 * * *"
 DEFAULT_MODEL = "spex-demo-sentiment"

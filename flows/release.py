@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow
 
 from flows.audit import audit, with_model
-from spex.spec import SpecError, validate_spec
+from spex.audit.spec import SpecError, validate_spec
 from tasks.runners import open_runner, parse_runner
 
 

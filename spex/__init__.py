@@ -1,22 +1,37 @@
 """spex: find the interactions that drive a model's output.
 
-The math layer (this package's core) is pure numpy / scipy / LightGBM::
+The engine (``spex.engine``, re-exported here) is pure numpy / scipy / LightGBM::
 
     import spex
+    from spex.engine import sampling
+
     ex = spex.explain(value_fn, n, budget=4000, method="proxyspex", seed=0)
     ex.interactions(index="mobius", top=10)
-    spex.faithfulness(value_fn, ex.spectrum, spex.masks.holdout(n, 1000, seed=1))
+    spex.faithfulness(value_fn, ex.spectrum, sampling.holdout(n, 1000, seed=1))
+
+The rest of the package is the application around it — ``spex.lenses`` (model value functions),
+``spex.models``, ``spex.ablation``, ``spex.audit`` (spec, stages, gates), ``spex.records`` (metadata DB
+and MLflow) and ``spex.report``; ``docs/architecture.md`` maps them. Importing spex changes no
+environment variable: the entry points (CLI, flows, demo) set the offline and telemetry defaults.
 """
 
-from spex import config as _config  # noqa: F401  (telemetry defaults before anything else loads)
-from spex.api import METHODS, explain, get_method
-from spex.exact import exact_spectrum
-from spex.explanation import Explanation
-from spex.indices import INDICES
-from spex.metrics import faithfulness
-from spex.removal import removal
-from spex.spectrum import Spectrum
-from spex.validation import SpexInputError
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from spex.engine import (
+    INDICES,
+    METHODS,
+    Explanation,
+    Spectrum,
+    SpexInputError,
+    exact_spectrum,
+    explain,
+    faithfulness,
+    get_method,
+    removal,
+)
 
 __all__ = [
     "INDICES",
@@ -28,6 +43,16 @@ __all__ = [
     "explain",
     "faithfulness",
     "get_method",
+    "lenses",
     "removal",
 ]
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("lenses", "models", "ablation", "audit", "records", "report", "engine")
+
+
+def __getattr__(name: str) -> Any:
+    """``spex.lenses`` & co. load on first use (``import spex`` stays free of torch and MLflow)."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

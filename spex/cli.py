@@ -54,7 +54,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def _fail(message: str) -> NoReturn:
-    from spex.store.db import mask_secrets
+    from spex.records.metadata.db import mask_secrets
 
     line = mask_secrets(" ".join(str(message).split()))
     typer.echo(f"error: {line}", err=True)
@@ -66,7 +66,12 @@ def _errors() -> Iterator[None]:
     """Turn the failures a read path can meet into the one-line, exit-2 contract."""
     import sqlalchemy as sa
 
-    from spex.store import AuditNotFound, SchemaTooNew, StoreConfigError, SubjectNotFound
+    from spex.records.metadata import (
+        AuditNotFound,
+        SchemaTooNew,
+        StoreConfigError,
+        SubjectNotFound,
+    )
 
     try:
         yield
@@ -82,7 +87,7 @@ def _errors() -> Iterator[None]:
 
 
 def _store(db: str | None, *, migrate: bool = True) -> Any:
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     return MetadataStore(db, migrate=migrate)
 
@@ -123,7 +128,7 @@ def db_upgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the metadata DB to REVISION (default: the newest shipped with spex)."""
-    from spex.store import migrate
+    from spex.records.metadata import migrate
 
     with _errors():
         store = _store(db, migrate=False)
@@ -140,7 +145,7 @@ def db_downgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the metadata DB down to REVISION."""
-    from spex.store import migrate
+    from spex.records.metadata import migrate
 
     with _errors():
         store = _store(db, migrate=False)
@@ -154,7 +159,7 @@ def db_downgrade(
 @db_app.command("current")
 def db_current(db: DbOption = None) -> None:
     """Print the revision the metadata DB is at, and the newest one available."""
-    from spex.store import migrate
+    from spex.records.metadata import migrate
 
     with _errors():
         store = _store(db, migrate=False)
@@ -347,11 +352,11 @@ TrackingOption = Annotated[
 
 
 def _mlflow_ui_command(tracking_uri: str | None = None) -> str:
-    from spex import config
+    from spex import settings
 
-    uri = tracking_uri or config.mlflow_tracking_uri()
+    uri = tracking_uri or settings.mlflow_tracking_uri()
     if uri.startswith(("http://", "https://")):
-        from spex.store.db import mask_secrets
+        from spex.records.metadata.db import mask_secrets
 
         return f"(MLflow server at {mask_secrets(uri)})"
     return f"mlflow ui --backend-store-uri {uri} --port 5000"
@@ -390,12 +395,12 @@ def ui_command(
     import os
     import uuid
 
-    from spex import config
+    from spex import settings
 
-    uri = tracking_uri or config.mlflow_tracking_uri()
+    uri = tracking_uri or settings.mlflow_tracking_uri()
     lines = ["MLflow UI (audits, subjects, metrics, artifacts, registry tags):"]
     if uri.startswith(("http://", "https://")):
-        from spex.store.db import mask_secrets
+        from spex.records.metadata.db import mask_secrets
 
         lines.append(f"  open {mask_secrets(uri)}")
     else:

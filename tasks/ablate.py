@@ -22,6 +22,7 @@ from prefect import task
 from tasks import runtime
 from tasks.caching import RETRIES, key_on
 
+
 @task(name="ablate", cache_key_fn=key_on("fingerprint", "masks", "store_root"), persist_result=True, **RETRIES)
 def ablate(spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,
            role: str = "train", limit: bool = True, threads: int | None = None) -> dict[str, Any]:

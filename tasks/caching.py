@@ -4,7 +4,7 @@ Why custom cache keys: Prefect's default cache policy includes the flow run id, 
 reused across runs; its ``INPUTS`` policy hashes whole arguments (slow for mask matrices, and it would
 miss that two specs differing only in their name do the same work). Each stage names the inputs that
 determine its output and the key is a content hash of exactly those (mask matrices by
-:func:`spex.masks.digest`). ``CACHE_VERSION`` is bumped when a stage's output changes for the same
+:func:`spex.engine.sampling.digest`). ``CACHE_VERSION`` is bumped when a stage's output changes for the same
 inputs.
 
 Why a retry condition: a transient failure (a database restart, an MLflow server blip, a flaky file
@@ -14,36 +14,16 @@ system) is retried with exponential back-off; bad input (``SpexInputError``, a s
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from prefect.tasks import exponential_backoff
+
+from spex.content import content_hash
 
 CACHE_VERSION = 1
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype == bool:
-            from spex.masks import digest
-
-            return {"masks": digest(obj)}
-        return {"array": hashlib.blake2b(np.ascontiguousarray(obj).tobytes(), digest_size=16).hexdigest(),
-                "shape": list(obj.shape), "dtype": str(obj.dtype)}
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    return repr(obj)
-
-
-def content_hash(*parts: Any) -> str:
-    """A stable hex digest of JSON-able parts (numpy arrays by content)."""
-    text = json.dumps(parts, sort_keys=True, default=_default, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
 def key_on(*names: str) -> Callable[[Any, dict[str, Any]], str]:
@@ -59,7 +39,7 @@ def key_on(*names: str) -> Callable[[Any, dict[str, Any]], str]:
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry unless the failure is bad input."""
-    from spex.validation import SpexInputError
+    from spex.errors import SpexInputError
 
     try:
         exc = state.result(raise_on_failure=False)

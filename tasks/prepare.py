@@ -54,7 +54,7 @@ def prepare_subject(spec: dict[str, Any], subject_id: str, model_key: str, subje
     """Build the subject's value function and return what later stages need (not the function):
     fingerprint, n, labels, the view the report draws. Nothing here depends on the spec's budget,
     method or gates (they are not in the cache key)."""
-    from spex.spec import subject_view
+    from spex.audit.spec import subject_view
 
     audit_spec = runtime.spec_from(spec)
     vf = runtime.value_function(audit_spec, subject_id)
@@ -73,7 +73,7 @@ def prepare_subject(spec: dict[str, Any], subject_id: str, model_key: str, subje
         "describe": {k: v for k, v in describe.items() if k not in ("prompt",)},
     }
     if audit_spec.redact:  # privacy.redact_text: nothing downstream (records, report, cache) sees the text
-        from spex.spec import redact_subject_info
+        from spex.audit.spec import redact_subject_info
 
         info = redact_subject_info(info)
     return info

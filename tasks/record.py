@@ -26,7 +26,7 @@ RECORD_RETRIES = {**RETRIES, "retries": 3}
 
 
 def _ref(info: dict[str, Any] | None) -> Any:
-    from spex.store import ModelRef
+    from spex.records.metadata import ModelRef
 
     if info is None:
         return None
@@ -50,7 +50,7 @@ def interaction_frame(rows: list[dict[str, Any]], index: str) -> pd.DataFrame:
 def spec_params(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec as MLflow params: everything but the subjects' contents (their count instead); texts
     redacted under ``privacy.redact_text``."""
-    from spex.spec import redact_spec
+    from spex.audit.spec import redact_spec
 
     spec = redact_spec(spec)
     params = {k: v for k, v in spec.items() if k not in ("subjects",)}
@@ -66,7 +66,7 @@ def open_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, mode
     """Open the audit in the DB (``running``) and its MLflow parent run; link the two."""
     store = runtime.metadata_store(db_url)
     tracker = runtime.tracker(tracking_uri)
-    from spex.spec import redact_spec
+    from spex.audit.spec import redact_spec
 
     extra = {**(extra or {}), "owner": runtime.process_owner()}  # lets a later audit tell this one crashed
     stored_spec = {**redact_spec(spec), "_audit": extra}  # privacy.redact_text
@@ -163,7 +163,7 @@ def record_subject(db_url: str | None, tracking_uri: str | None, audit_id: str, 
 def diff_against_baseline(db_url: str | None, audit_id: str, baseline_audit_id: str, index: str,
                           k: int) -> dict[str, Any]:
     """Per subject: the diff of this audit's ranking against the baseline audit's (both read from the DB)."""
-    from spex.diff import diff_rankings
+    from spex.audit.diff import diff_rankings
 
     store = runtime.metadata_store(db_url)
     candidate = store.get_audit(audit_id)
@@ -185,7 +185,7 @@ def diff_against_baseline(db_url: str | None, audit_id: str, baseline_audit_id: 
 def finish_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, run_id: str,
                  gates: list[dict[str, Any]], metrics: dict[str, Any]) -> bool:
     """Record the gates and mark the audit succeeded; returns whether it passed (no gates: passed)."""
-    from spex.store import Gate
+    from spex.records.metadata import Gate
 
     store = runtime.metadata_store(db_url)
     tracker = runtime.tracker(tracking_uri)
@@ -260,7 +260,7 @@ def fail_audit(db_url: str | None, tracking_uri: str | None, audit_id: str, run_
             tracker.tag_model_version(model["registry_name"], model["registry_version"], audit_id=audit_id,
                                       status="failed", run_id=run_id)
     except Exception as exc:  # noqa: BLE001
-        from spex.store import mask_secrets
+        from spex.records.metadata import mask_secrets
 
         logging.getLogger("spex.record").warning(
             "audit %s is marked failed in the metadata DB, but its MLflow run %s could not be closed: %s",

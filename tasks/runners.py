@@ -75,8 +75,8 @@ class RunnerSpec:
 
 
 def parse_runner(value: str | RunnerSpec | None) -> RunnerSpec:
-    """The runner named by ``value``; a :class:`spex.validation.SpexInputError` names a bad one."""
-    from spex.validation import SpexInputError
+    """The runner named by ``value``; a :class:`spex.engine.inputs.SpexInputError` names a bad one."""
+    from spex.errors import SpexInputError
 
     if isinstance(value, RunnerSpec):
         return value
@@ -237,7 +237,7 @@ class RayChunks:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> RayChunks:
-        from spex.validation import SpexInputError
+        from spex.errors import SpexInputError
 
         for key, value in _QUIET_WORKER_ENV.items():  # read by ray.init when it starts a local cluster
             os.environ.setdefault(key, value)
@@ -313,9 +313,9 @@ class RayChunks:
         for key in _FORWARDED_ENV:
             if os.environ.get(key):
                 env[key] = os.environ[key]
-        from spex import config
+        from spex import settings
 
-        env["SPEX_DATA_DIR"] = str(config.data_dir())
+        env["SPEX_DATA_DIR"] = str(settings.data_dir())
         return env
 
     @contextmanager
@@ -341,7 +341,7 @@ class RayChunks:
         from prefect_ray.context import remote_options
 
         from spex.ablation import mask_keys
-        from spex.masks import unique_rows
+        from spex.engine.sampling import unique_rows
         from tasks.ablate import ablate
 
         if self.task_runner is None:

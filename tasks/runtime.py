@@ -12,7 +12,6 @@ cached by mtime, a builtin's recipe). Prefect cache keys of the model-dependent 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -23,8 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from spex import config
-from spex.spec import AuditSpec, ModelSpec, build_value_function, validate_spec
+from spex import settings
+from spex.audit.spec import AuditSpec, ModelSpec, build_value_function, validate_spec
+from spex.content import bytes_digest, content_hash
 
 _LOCK = threading.RLock()
 _MODELS: dict[str, Any] = {}
@@ -169,7 +169,7 @@ def owner_gone(owner: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------------------ specs
 def spec_from(data: dict[str, Any]) -> AuditSpec:
     """The validated spec for a task's spec dict (memoised by content)."""
-    key = hashlib.blake2b(json.dumps(data, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    key = content_hash(data)
     with _LOCK:
         spec = _SPECS.get(key)
     if spec is None:
@@ -228,14 +228,14 @@ def cheap_model_key(model: ModelSpec) -> str:
 
             base = f"path:{folder_digest(path)}"
         elif uri.startswith((".", "/", "~")) or uri.count("/") > 1:
-            from spex.validation import SpexInputError
+            from spex.errors import SpexInputError
 
             raise SpexInputError(
                 f"spec field `model`: path {uri} does not exist; fix: give an existing model folder, a .gguf file, "
                 f"builtin:smollm2-135m-instruct, builtin:minilm-sentiment or an MLflow URI models:/<name>/<version>")
         else:
             base = f"uri:{uri}"
-    return hashlib.blake2b((base + "|" + _model_options(model)).encode(), digest_size=16).hexdigest()
+    return bytes_digest(base + "|" + _model_options(model))
 
 
 def loaded_model(model: ModelSpec) -> Any:
@@ -257,7 +257,7 @@ def loaded_model(model: ModelSpec) -> Any:
 def value_function(spec: AuditSpec, subject_id: str) -> Any:
     """The lens value function of one subject on the spec's model (built once per process)."""
     subject = subject_of(spec, subject_id)
-    from spex.spec import subject_digest
+    from spex.audit.spec import subject_digest
 
     key = _model_options(spec.model) + "|" + subject_digest(spec, subject)
     with _LOCK:
@@ -273,10 +273,10 @@ def value_function(spec: AuditSpec, subject_id: str) -> Any:
 
 # ------------------------------------------------------------------------------------------ stores
 def metadata_store(url: str | None) -> Any:
-    """One :class:`spex.store.MetadataStore` per database URL in this process (migrated on first use)."""
-    from spex.store import MetadataStore
+    """One :class:`spex.records.metadata.MetadataStore` per database URL in this process (migrated on first use)."""
+    from spex.records.metadata import MetadataStore
 
-    key = url or config.database_url()
+    key = url or settings.database_url()
     with _LOCK:
         if key not in _STORES:
             _STORES[key] = MetadataStore(key)
@@ -284,10 +284,10 @@ def metadata_store(url: str | None) -> Any:
 
 
 def tracker(uri: str | None) -> Any:
-    """One :class:`spex.tracking.AuditTracker` per tracking URI in this process."""
-    from spex.tracking import AuditTracker
+    """One :class:`spex.records.tracking.AuditTracker` per tracking URI in this process."""
+    from spex.records.tracking import AuditTracker
 
-    key = uri or config.mlflow_tracking_uri()
+    key = uri or settings.mlflow_tracking_uri()
     with _LOCK:
         if key not in _TRACKERS:
             _TRACKERS[key] = AuditTracker(key)

@@ -1,7 +1,7 @@
 """Stage 1: the masks a subject needs — the method's design and the held-out set.
 
 The design is whatever the method will ask for: every spex method draws all its masks first and hands
-them to ONE evaluator call (the method contract, :mod:`spex.methods.base`). So the design is taken from
+them to ONE evaluator call (the method contract, :mod:`spex.engine.methods.base`). So the design is taken from
 the method itself — it is run with a value function that stops at that first call — instead of
 re-implementing each method's sampling here, which could silently drift from the method. Seeded, so
 the same spec gives the same masks on every run and every machine.
@@ -30,10 +30,10 @@ def design_masks(method: str, options: dict[str, Any], n: int, budget: int, seed
     """The unique masks ``spex.explain(vf, n, budget=budget, method=method, seed=seed, **options)``
     evaluates, in the order it evaluates them."""
     import spex
-    from spex.evaluation import MaskEvaluator
-    from spex.exact import EXACT_MAX_N, all_masks
-    from spex.methods.base import StageTimer
-    from spex.validation import check_budget
+    from spex.engine.batching import MaskEvaluator
+    from spex.engine.exact import EXACT_MAX_N, all_masks
+    from spex.engine.inputs import check_budget
+    from spex.engine.methods.base import StageTimer
 
     algorithm = spex.get_method(method, **options)
     check_budget(budget, algorithm.minimum_budget(n), method=algorithm.name, n=n)
@@ -55,7 +55,7 @@ def design_masks(method: str, options: dict[str, Any], n: int, budget: int, seed
 def sample_masks(method: str, options: dict[str, Any], n: int, budget: int, seed: int, holdout: int,
                  subject: str = "") -> dict[str, np.ndarray]:
     """{"train": the method's design, "holdout": i.i.d. uniform held-out masks (their own seed stream)}."""
-    from spex.masks import holdout as holdout_masks
+    from spex.engine.sampling import holdout as holdout_masks
 
     train = design_masks(method, options, n, budget, seed)
     held = holdout_masks(n, holdout, seed)

@@ -35,7 +35,7 @@ def rows(table: Any) -> list[dict[str, Any]]:
 
 def interaction_tables(spectrum_json: str, labels: list[str], *, index: str, order: int | None,
                        record_top: int) -> dict[str, Any]:
-    from spex.spectrum import Spectrum
+    from spex.engine.spectrum import Spectrum
 
     spectrum = Spectrum.from_json(spectrum_json)
     ranking = spectrum.interactions(index=index, order=order, top=record_top, labels=labels)
@@ -43,7 +43,7 @@ def interaction_tables(spectrum_json: str, labels: list[str], *, index: str, ord
     pairs = spectrum.interactions(index="fbii", order=2, labels=labels)
     pairs = pairs[pairs["order"] == 2].head(MAX_PAIRS)
     pairs = pairs.assign(rank=range(1, len(pairs) + 1))
-    from spex.indices import compute
+    from spex.engine.indices import compute
 
     members, values = compute(spectrum, index, order)
     empty = [float(v) for m, v in zip(members, values) if (m < 0).all()]

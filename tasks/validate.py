@@ -22,7 +22,7 @@ from tasks import runtime
 def removal_plan(spectrum_json: str, r: int, labels: list[str]) -> dict[str, Any]:
     """The removal choices and the masks to measure: row 0 keeps everything, then one per direction."""
     import spex
-    from spex.spectrum import Spectrum
+    from spex.engine.spectrum import Spectrum
 
     spectrum = Spectrum.from_json(spectrum_json)
     n = spectrum.n
@@ -53,7 +53,7 @@ def plan_removal(spectrum_json: str, r: int, labels: list[str], subject: str = "
 def score(spectrum_json: str, holdout_masks: np.ndarray, holdout_values: np.ndarray, plan: dict[str, Any],
           removal_values: np.ndarray) -> dict[str, Any]:
     import spex
-    from spex.spectrum import Spectrum
+    from spex.engine.spectrum import Spectrum
 
     spectrum = Spectrum.from_json(spectrum_json)
     r2 = float(spex.faithfulness(np.asarray(holdout_values), spectrum, holdout_masks))

@@ -3,7 +3,7 @@
 ``postgres_database``: one throwaway Postgres database for the session, from
 ``SPEX_TEST_POSTGRES_URL`` (CI, created by .ci/run) or created on 127.0.0.1:5432. Unreachable Postgres
 skips the Postgres cases locally and FAILS them when ``SPEX_REQUIRE_POSTGRES=1`` (CI), so CI can
-never pass on SQLite alone. Suites take fresh schemas inside it (``spex.store.testing.fresh_schema``).
+never pass on SQLite alone. Suites take fresh schemas inside it (``tests.postgres_testing.fresh_schema``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spex.store import testing as pg
+from tests import postgres_testing as pg
 
 
 @pytest.fixture(scope="session")

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from spex.ablation.store import AblationStore
+from spex.engine.inputs import SpexInputError, check_masks, check_values
+from spex.engine.sampling import unique_rows
 from spex.lenses.base import ValueFunction
-from spex.masks import unique_rows
-from spex.validation import SpexInputError, check_masks, check_values
 
 log = logging.getLogger("spex.ablation")
 
@@ -168,7 +168,12 @@ class _Progress:
             return
         try:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+            )
         except ImportError:  # rich is a dependency, but progress is never worth a crash
             return
         console = Console(stderr=True)

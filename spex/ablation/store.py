@@ -53,8 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from spex.config import data_dir
-from spex.validation import SpexInputError, check_masks, check_values
+from spex.content import bytes_digest
+from spex.engine.inputs import SpexInputError, check_masks, check_values
+from spex.engine.maskbits import BIT_ORDER, keys_to_masks, mask_keys
+from spex.settings import data_dir
 
 log = logging.getLogger("spex.ablation")
 
@@ -65,7 +67,6 @@ CHUNK_SUFFIX = ".chunk"
 TMP_PREFIX = ".tmp-"
 META_NAME = "meta.json"
 FORMAT_VERSION = 1
-BIT_ORDER = "numpy packbits, big bit order: feature 0 is the most significant bit of byte 0"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STALE_TMP_SECONDS = 6 * 3600  # a temp file this old belongs to a dead writer
 
@@ -84,23 +85,6 @@ class AblationStoreUnwritable(AblationStoreError, SpexInputError):
 
 class _CorruptChunk(Exception):
     pass
-
-
-def mask_keys(masks: np.ndarray) -> np.ndarray:
-    """Fixed-width ``np.void`` keys (one per row) of a bool mask matrix: its packed bits.
-
-    Void keys compare and sort as raw bytes, which lets numpy de-duplicate and search millions of
-    masks without a Python loop and without any hash collisions.
-    """
-    packed = np.ascontiguousarray(np.packbits(masks, axis=1))
-    return packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
-
-
-def keys_to_masks(keys: np.ndarray, n: int) -> np.ndarray:
-    """Inverse of :func:`mask_keys`: bool masks (len(keys), n)."""
-    width = (n + 7) // 8
-    packed = np.ascontiguousarray(keys).view(np.uint8).reshape(-1, width)
-    return np.unpackbits(packed, axis=1, count=n).view(bool)
 
 
 def _encode_chunk(n: int, packed: np.ndarray, values: np.ndarray) -> bytes:
@@ -245,7 +229,7 @@ class AblationStore:
         if not isinstance(fingerprint, str) or not fingerprint:
             raise SpexInputError(f"fingerprint must be a non-empty string; got {fingerprint!r}")
         name = fingerprint if _SAFE_NAME.match(fingerprint) else \
-            "h-" + hashlib.blake2b(fingerprint.encode(), digest_size=16).hexdigest()
+            "h-" + bytes_digest(fingerprint)
         return self.root / name
 
     def meta(self, fingerprint: str) -> dict[str, Any] | None:

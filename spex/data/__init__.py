@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+from spex.content import bytes_digest
 
 
 def _read(name: str) -> str:
@@ -33,7 +34,7 @@ def load_sentiment() -> list[dict[str, str]]:
 
 def sentiment_digest() -> str:
     """Content hash of the sentiment file: a trained model is cached per data version."""
-    return hashlib.blake2b(_read("sentiment.jsonl").encode(), digest_size=16).hexdigest()
+    return bytes_digest(_read("sentiment.jsonl"))
 
 
 @lru_cache(maxsize=1)

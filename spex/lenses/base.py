@@ -17,32 +17,20 @@ it unchanged.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from spex.validation import check_masks, check_values
+from spex.content import content_hash
+from spex.engine.inputs import check_masks, check_values
 
 
 def fingerprint_of(**parts: Any) -> str:
     """A stable hex digest of JSON-serialisable parts (sorted keys; numpy arrays by content)."""
 
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.ndarray):
-            return {"__ndarray__": hashlib.blake2b(np.ascontiguousarray(obj).tobytes(), digest_size=16).hexdigest(),
-                    "shape": list(obj.shape), "dtype": str(obj.dtype)}
-        if isinstance(obj, (np.integer, np.floating)):
-            return obj.item()
-        if isinstance(obj, (set, frozenset)):
-            return sorted(obj)
-        return repr(obj)
-
-    text = json.dumps(parts, sort_keys=True, default=default, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return content_hash(parts)
 
 
 class ValueFunction(ABC):

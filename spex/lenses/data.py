@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction, fingerprint_of
-from spex.validation import SpexInputError
 
 LENS_VERSION = 1
 

@@ -33,10 +33,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from spex.engine.maskbits import row_key
+from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction, fingerprint_of
 from spex.models import LoadedModel, as_loaded
-from spex.models.scoring import PrefixCache, causal_logprobs, classifier_logits, greedy_continuation, pad_id_of
-from spex.validation import SpexInputError
+from spex.models.scoring import (
+    PrefixCache,
+    causal_logprobs,
+    classifier_logits,
+    greedy_continuation,
+    pad_id_of,
+)
 
 Unit = Literal["word", "sentence"]
 LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
@@ -255,7 +262,7 @@ class FeatureLens(ValueFunction):
 
     def _ids(self, masks: np.ndarray) -> list[list[int]]:
         """Token ids of each masked prompt (memoised: ``cost`` and ``compute`` see the same masks)."""
-        keys = [np.packbits(m).tobytes() for m in masks]
+        keys = [row_key(m) for m in masks]
         missing = [i for i, k in enumerate(keys) if k not in self._memo]
         if missing:
             texts = [self.model_input(masks[i]) for i in missing]

@@ -31,10 +31,17 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 
+from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction, fingerprint_of
 from spex.models import LoadedModel, as_loaded
-from spex.models.scoring import causal_logprobs, classifier_logits, margins, pad_id_of, pad_left, pad_right
-from spex.validation import SpexInputError
+from spex.models.scoring import (
+    causal_logprobs,
+    classifier_logits,
+    margins,
+    pad_id_of,
+    pad_left,
+    pad_right,
+)
 
 Mode = Literal["zero", "mean"]
 LENS_VERSION = 1

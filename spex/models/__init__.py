@@ -29,8 +29,11 @@ from typing import Any, Literal
 
 import torch
 
-from spex.config import data_dir  # importing spex.config sets HF_HUB_OFFLINE and telemetry defaults
-from spex.validation import SpexInputError
+from spex.content import content_hash
+from spex.errors import SpexInputError
+from spex.settings import (
+    data_dir,  # importing spex.settings sets HF_HUB_OFFLINE and telemetry defaults
+)
 
 Kind = Literal["causal-lm", "classifier", "encoder"]
 KINDS: tuple[str, ...] = ("causal-lm", "classifier", "encoder")
@@ -183,7 +186,7 @@ def folder_digest(path: str | Path) -> str:
     files = _files_of(path)
     stats = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
              for f in files]
-    key = hashlib.blake2b(json.dumps(stats).encode(), digest_size=16).hexdigest()
+    key = content_hash(stats)
     cache = _read_digest_cache()
     hit = cache.get(str(path))
     if isinstance(hit, dict) and hit.get("key") == key:
@@ -209,7 +212,10 @@ def file_digest(path: str | Path) -> str:
 # --------------------------------------------------------------------------------------------- loading
 def _kind_of(cfg: Any) -> Kind:
     """What a config's architecture is for: generation, classification, or plain encoding."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     archs = list(getattr(cfg, "architectures", None) or [])
     for arch in archs:

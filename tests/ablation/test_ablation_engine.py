@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 from ablation_vfs import CountingVF, reference, unique_masks
 
-from spex.ablation import AblationEngine, AblationStore, AblationStoreUnwritable, BoundValueFunction, \
-    measure_throughput
+from spex.ablation import (
+    AblationEngine,
+    AblationStore,
+    AblationStoreUnwritable,
+    BoundValueFunction,
+    measure_throughput,
+)
 from spex.ablation.store import CHUNK_SUFFIX
+from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction
-from spex.validation import SpexInputError
 
 
 def engine_at(root, **kw) -> AblationEngine:

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 from ablation_vfs import reference, unique_masks
 
-from spex.ablation import AblationStore, AblationStoreError, AblationStoreUnwritable, read_parquet
+from spex.ablation import (
+    AblationStore,
+    AblationStoreError,
+    AblationStoreUnwritable,
+    read_parquet,
+)
 from spex.ablation.store import CHUNK_SUFFIX, TMP_PREFIX
-from spex.validation import SpexInputError
+from spex.errors import SpexInputError
 
 FP = "fp-test"
 

@@ -136,7 +136,7 @@ def test_estimate_measures_the_model(data_dir, tmp_path):
 
 
 def test_report_ui_and_interactions_answer_from_the_db(data_dir, tmp_path):
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     db = f"sqlite:///{tmp_path / 'meta.db'}"
     with MetadataStore(db) as store:

@@ -1,4 +1,4 @@
-"""spex.config.scoped_environ: settings handed to a run through the environment are put back exactly."""
+"""spex.settings.scoped_environ: settings handed to a run through the environment are put back exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from spex.config import scoped_environ
+from spex.settings import scoped_environ
 
 
 def test_sets_unsets_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spex import sets
-from spex.spectrum import Spectrum
+from spex.engine import sets
+from spex.engine.spectrum import Spectrum
 
 shapiq = pytest.importorskip("shapiq")
 

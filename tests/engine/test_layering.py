@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["spex", "spex.api", "spex.sets", "spex.spectrum", "spex.indices", "spex.exact", "spex.metrics",
-        "spex.removal", "spex.masks", "spex.walsh", "spex.synthetic", "spex.methods.proxyspex",
-        "spex.methods.trees", "spex.methods.regression", "spex.methods.spex_coded", "spex.methods.bch",
+CORE = ["spex", "spex.engine.explainer", "spex.engine.sets", "spex.engine.spectrum", "spex.engine.indices", "spex.engine.exact", "spex.engine.heldout",
+        "spex.engine.removal_choice", "spex.engine.sampling", "spex.engine.walsh", "spex.engine.synthetic", "spex.engine.methods.proxyspex",
+        "spex.engine.methods.trees", "spex.engine.methods.regression", "spex.engine.methods.spex_coded", "spex.engine.methods.bch",
         "spex.lenses.base"]
 FORBIDDEN = ["torch", "sqlalchemy", "mlflow", "prefect", "transformers"]
 

@@ -1,10 +1,10 @@
-"""Least squares on rank-deficient parity designs (spex.linalg)."""
+"""Least squares on rank-deficient parity designs (spex.engine.linalg)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from spex.linalg import independent_columns, least_squares
+from spex.engine.linalg import independent_columns, least_squares
 
 
 def test_dependent_columns_are_found_wherever_they_sit():

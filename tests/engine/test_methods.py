@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import spex
-from spex import masks as mask_sampling
-from spex.synthetic import planted
+from spex.engine import sampling as mask_sampling
+from spex.engine.synthetic import planted
 
 
 class Counting:
@@ -93,7 +93,7 @@ def test_linear_and_faith_banzhaf_are_exact_on_functions_of_their_order():
 def test_budget_covering_all_masks_gives_the_exact_spectrum():
     n = 6
     table = np.random.default_rng(0).normal(size=64)
-    f = lambda x: table[spex.sets.masks_to_ints(x)]  # noqa: E731
+    f = lambda x: table[spex.engine.sets.masks_to_ints(x)]  # noqa: E731
     exact = spex.exact_spectrum(f, n)
     ex = spex.explain(f, n, budget=64, method="proxyspex")
     assert ex.diagnostics["exact"] and ex.n_calls == 64
@@ -105,7 +105,7 @@ def test_budget_covering_all_masks_gives_the_exact_spectrum():
 def test_tiny_n(n):
     f = lambda x: x.sum(axis=1).astype(float) * 2.0  # noqa: E731
     ex = spex.explain(f, n, budget=64, seed=0)
-    assert spex.faithfulness(f, ex.spectrum, spex.exact.all_masks(n)) == pytest.approx(1.0)
+    assert spex.faithfulness(f, ex.spectrum, spex.engine.exact.all_masks(n)) == pytest.approx(1.0)
 
 
 def test_constant_function():
@@ -168,7 +168,7 @@ def test_faith_banzhaf_refuses_large_n():
 
 
 def test_energy_selection_handles_the_last_coefficient():
-    from spex.methods.proxyspex import select_by_energy
+    from spex.engine.methods.proxyspex import select_by_energy
 
     assert select_by_energy(np.array([1.0]), 0.95) == 1
     assert select_by_energy(np.array([3.0, 1.0, 0.1]), 0.95) == 2
@@ -198,7 +198,7 @@ def test_refit_solvers(solver):
 def test_rank_deficient_tiny_budget_stays_bounded(seed):
     """At 38 masks over 12 features some parity columns coincide on the sample; LAPACK's default
     cutoff used to return coefficients of ~1e14 (R² over all masks of -3e28 for these seeds)."""
-    from spex.exact import all_masks
+    from spex.engine.exact import all_masks
 
     n = 12
     game = planted(n, "hierarchical", k=4, order=3, seed=1)
@@ -206,4 +206,4 @@ def test_rank_deficient_tiny_budget_stays_bounded(seed):
     y = game(everything)
     ex = spex.explain(game, n, budget=38, seed=seed, pair_complements=False)
     assert np.abs(ex.spectrum.coefficients).max() < 10 * np.abs(y).max()
-    assert spex.metrics.r2(y, ex.spectrum.predict(everything)) > -1.0
+    assert spex.engine.heldout.r2(y, ex.spectrum.predict(everything)) > -1.0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import spex
-from spex import sets
-from spex.spectrum import Spectrum
+from spex.engine import sets
+from spex.engine.spectrum import Spectrum
 
 
 def brute(spectrum: Spectrum, r: int, direction: str):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import spex
-from spex import sets
-from spex.exact import all_masks, exact_spectrum
-from spex.spectrum import Spectrum
+from spex.engine import sets
+from spex.engine.exact import all_masks, exact_spectrum
+from spex.engine.spectrum import Spectrum
 
 from . import bruteforce as bf
 

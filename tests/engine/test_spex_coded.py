@@ -3,17 +3,22 @@ budget mapping against the reference formula, determinism, and shapiq 1.4.1's SP
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
 import pytest
 
-from spex import sets
-from spex.evaluation import MaskEvaluator
-from spex.methods.base import StageTimer
-from spex.methods.bch import PRIMITIVE_POLYNOMIALS, galois_field, parameter_search, parity_length, shortened_bch
-from spex.methods.spex_coded import (
+from spex.engine import sets
+from spex.engine.batching import MaskEvaluator
+from spex.engine.methods.base import StageTimer
+from spex.engine.methods.bch import (
+    PRIMITIVE_POLYNOMIALS,
+    galois_field,
+    parameter_search,
+    parity_length,
+    shortened_bch,
+)
+from spex.engine.methods.spex_coded import (
     SPEX,
     aliased_bins,
     build_design,
@@ -21,8 +26,8 @@ from spex.methods.spex_coded import (
     plan_design,
     refit_on_design,
 )
-from spex.spectrum import Spectrum
-from spex.validation import SpexInputError
+from spex.engine.spectrum import Spectrum
+from spex.errors import SpexInputError
 
 # --------------------------------------------------------------------------- helpers
 

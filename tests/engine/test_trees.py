@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from spex.methods.trees import tree_spectrum
+from spex.engine.methods.trees import tree_spectrum
 
 
 def train(x, y, **params):

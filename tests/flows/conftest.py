@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spex.store import testing as pg
+from tests import postgres_testing as pg
 from tests.flows.flow_models import tiny_bert
 
 
@@ -26,7 +26,7 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
 
     data = tmp_path_factory.mktemp("spex-flows")
     from flows.audit import results_in_data_dir
-    from spex.config import scoped_environ
+    from spex.settings import scoped_environ
 
     with scoped_environ({"SPEX_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None}):
         with prefect_test_harness(server_startup_timeout=120), results_in_data_dir():
@@ -48,9 +48,9 @@ def registered(flow_env: dict[str, Path], bert_v1: Path, bert_v2: Path) -> str:
     """``tiny-sentiment`` versions 1 and 2 in the session's MLflow registry (aliases champion / candidate)."""
     from mlflow import MlflowClient
 
-    from spex import config
+    from spex import settings
 
-    client = MlflowClient(config.mlflow_tracking_uri())
+    client = MlflowClient(settings.mlflow_tracking_uri())
     experiment = client.create_experiment("training", artifact_location=(flow_env["data"] / "training").as_uri())
     client.create_registered_model("tiny-sentiment")
     for folder, alias in ((bert_v1, "champion"), (bert_v2, "candidate")):

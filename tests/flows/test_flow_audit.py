@@ -24,8 +24,8 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
     from mlflow import MlflowClient
 
     from flows.audit import audit
-    from spex import config
-    from spex.store import MetadataStore
+    from spex import settings
+    from spex.records.metadata import MetadataStore
 
     spec = features_spec(bert_v1, gates={"faithfulness_min": -1.0, "forbidden": ["zebra"]})
     result = audit(spec, db_url=db_url)
@@ -59,7 +59,7 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
         assert [g.metric for g in record.gates] == ["faithfulness_min", "forbidden_in_top_k"]
 
     # --- MLflow: the audit run and one run per subject, with their artifacts
-    client = MlflowClient(config.mlflow_tracking_uri())
+    client = MlflowClient(settings.mlflow_tracking_uri())
     parent = client.get_run(result["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["spex.audit_id"] == result["audit_id"] and parent.data.tags["spex.passed"] == "true"
@@ -96,7 +96,7 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
 
 def test_a_rerun_makes_no_model_call(flow_env, bert_v1, tmp_path):
     from flows.audit import audit
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
     from tasks import runtime
 
     db = f"sqlite:///{tmp_path / 'meta.db'}"
@@ -129,7 +129,7 @@ def test_a_rerun_makes_no_model_call(flow_env, bert_v1, tmp_path):
 
 def test_heads_and_data_lenses(flow_env, bert_v1, tmp_path):
     from flows.audit import audit
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     db = f"sqlite:///{tmp_path / 'meta.db'}"
     heads = {

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from spex.spec import SpecError
+from spex.audit.spec import SpecError
 from tasks.caching import content_hash, is_transient, key_on
 
 

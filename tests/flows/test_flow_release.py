@@ -41,8 +41,8 @@ def spex_cli(*args: str):
 def test_a_passing_release_exits_0_and_tags_the_candidate(flow_env, registered, tmp_path):
     from mlflow import MlflowClient
 
-    from spex import config
-    from spex.store import MetadataStore
+    from spex import settings
+    from spex.records.metadata import MetadataStore
 
     db = f"sqlite:///{tmp_path / 'meta.db'}"
     spec = write_spec(tmp_path, {"faithfulness_min": 0.99, "top_k_jaccard_min": 0.0, "max_rank_shift": 1000})
@@ -66,7 +66,7 @@ def test_a_passing_release_exits_0_and_tags_the_candidate(flow_env, registered, 
     assert baseline.kind == "audit" and baseline.model.registry_version == "1" and baseline.passed is True
     assert [g.metric for g in baseline.gates] == ["faithfulness_min"]  # release gates apply to the release only
 
-    tags = MlflowClient(config.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
+    tags = MlflowClient(settings.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
     assert tags["spex.passed"] == "true" and tags["spex.audit_id"] == record.id
     html = (flow_env["data"] / "reports" / record.id / "report.html").read_text()
     assert "diff against the baseline" in html and "top_k_jaccard_min" in html
@@ -75,7 +75,7 @@ def test_a_passing_release_exits_0_and_tags_the_candidate(flow_env, registered, 
 def test_a_release_whose_gate_fails_exits_1(flow_env, registered, tmp_path):
     from mlflow import MlflowClient
 
-    from spex import config
+    from spex import settings
 
     db = f"sqlite:///{tmp_path / 'meta.db'}"
     # With all 2^5 masks every word has a (non-zero) first-order term in the top 100: "food" must be found.
@@ -89,7 +89,7 @@ def test_a_release_whose_gate_fails_exits_1(flow_env, registered, tmp_path):
     gates = {g["metric"]: g for g in outcome["gates"]}
     assert gates["faithfulness_min"]["passed"] and not gates["forbidden_in_top_k"]["passed"]
     assert "food" in gates["forbidden_in_top_k"]["details"]["hits"]
-    tags = MlflowClient(config.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
+    tags = MlflowClient(settings.mlflow_tracking_uri()).get_model_version("tiny-sentiment", "2").tags
     assert tags["spex.passed"] == "false" and tags["spex.audit_id"] == outcome["audit_id"]
 
 

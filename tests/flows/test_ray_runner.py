@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # noqa: F401,E402  pinned in pyproject.toml: a missing ray fails the suite, never skips it
 
 from tests.flows.flow_models import features_spec
-
-import ray  # noqa: F401,E402  pinned in pyproject.toml: a missing ray fails the suite, never skips it
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -57,7 +56,7 @@ def _chunk_rows(store, fingerprint: str) -> int:
 def _store_contents(data: Path, db_url: str, audit_id: str) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """subject -> (fingerprint, stored masks, stored values) of one audit, read back from disk."""
     from spex.ablation import AblationStore
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     store = AblationStore(data / "ablations")
     out = {}
@@ -72,7 +71,6 @@ def _store_contents(data: Path, db_url: str, audit_id: str) -> dict[str, tuple[s
 @pytest.fixture(scope="class")
 def ray_in_process() -> Iterator[None]:
     """A local Ray cluster with 2 CPUs started in this process; ``runner="ray"`` reuses it."""
-    import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -165,7 +163,7 @@ def test_a_bad_runner_is_exit_2_before_anything_starts(flow_env, bert_v1, tmp_pa
     import yaml
 
     from flows.audit import audit
-    from spex.validation import SpexInputError
+    from spex.errors import SpexInputError
 
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(_spec(bert_v1)))
@@ -187,7 +185,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="class")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A separate 2-CPU Ray cluster (``ray start --head --block``), stopped by its own process id."""
-    import ray
 
     assert not ray.is_initialized()
     port = _free_port()
@@ -224,13 +221,12 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 class TestClusterByAddress:
     def test_release_audit_on_a_cluster_by_address(self, flow_env, registered, tmp_path, monkeypatch, ray_head):
         from flows.release import release_audit
+        from spex import settings
         from spex.ablation import AblationStore
-
-        from spex import config
 
         # the registered models live in the package's MLflow store: keep pointing at it (the workers get
         # MLFLOW_TRACKING_URI from the flow) while the audit writes into a data dir of its own
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", config.mlflow_tracking_uri())
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri())
         spec = {**_spec("models:/tiny-sentiment@candidate"), "baseline": "models:/tiny-sentiment@champion",
                 "gates": {"faithfulness_min": -1.0}}
         spec["subjects"] = spec["subjects"][:1]

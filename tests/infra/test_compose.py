@@ -216,7 +216,7 @@ def test_the_worker_runs_the_deployments(compose):
     assert worker[:3] == ["prefect", "worker", "start"]
     assert "--pool=spex" in worker and "--type=process" in worker and "--limit=1" in worker
     env = environment(services["worker"])
-    # what spex/config.py and Prefect read, pointing at the services by their compose names
+    # what spex/settings.py and Prefect read, pointing at the services by their compose names
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["SPEX_DATABASE_URL"] == "postgresql+psycopg://spex@postgres:5432/spex"
@@ -253,7 +253,7 @@ def test_the_cuda_worker(compose):
 def _normalized(document: dict[str, Any]) -> dict[str, Any]:
     """prefect.yaml with spec parameters validated: a spec field added later with a default does not
     make the committed file stale, a renamed or removed one does."""
-    from spex.spec import validate_spec
+    from spex.audit.spec import validate_spec
 
     for deployment in document["deployments"]:
         if "spec" in deployment["parameters"]:

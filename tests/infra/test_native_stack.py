@@ -175,7 +175,7 @@ def test_an_audit_submitted_through_the_prefect_api(stack: Stack, tiny_model: Pa
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     # one short prompt: few features, so the budget covers every mask and the run is quick
     spec = features_spec(tiny_model, subjects=[{"id": "food", "prompt": "The food was not bad."}],

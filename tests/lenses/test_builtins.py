@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from spex.errors import SpexInputError
 from spex.lenses import features, heads
 from spex.models import load
 from spex.models.builtins import smollm2_gguf_path
-from spex.validation import SpexInputError
 
 pytestmark = pytest.mark.slow
 

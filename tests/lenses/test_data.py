@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spex.errors import SpexInputError
 from spex.lenses import data
 from spex.lenses.data import LogisticTrainer, SklearnTrainer
 from spex.models.scoring import embed
-from spex.validation import SpexInputError
 
 
 def blob_encoder(n_classes: int, dim: int = 24, seed: int = 0):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from spex.errors import SpexInputError
 from spex.lenses import heads
 from spex.lenses.heads import head_sites
-from spex.validation import SpexInputError
 
 PROMPTS = ["The capital of France is", "Good but too long. The answer is", "She said the hotel was"]
 ANSWERS = [" Paris", " yes", " clean"]

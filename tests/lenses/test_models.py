@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from spex.errors import SpexInputError
 from spex.models import folder_digest, load, resolve_device, resolve_dtype
 from spex.models.registry import find_model_folder
-from spex.validation import SpexInputError
 
 
 def logits_of(loaded, text="The food was not bad") -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spex.store import testing as pg
+from tests import postgres_testing as pg
 from tests.flows.flow_models import features_spec
 
 HERE = Path(__file__).resolve().parent

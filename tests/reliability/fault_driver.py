@@ -164,7 +164,7 @@ def serve() -> int:
 
     import flows.audit  # noqa: F401
     import flows.cli  # noqa: F401
-    import spex.tracking  # noqa: F401
+    import spex.records.tracking  # noqa: F401
     import tasks.record  # noqa: F401
 
     def reply(message: dict) -> None:

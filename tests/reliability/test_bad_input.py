@@ -228,16 +228,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A data dir of its own (SQLite metadata DB, local MLflow store), the tiny models, and
     ``tiny-sentiment`` version 1 in the registry (so a missing version has a real neighbour)."""
     root = tmp_path_factory.mktemp("bad-input")
-    from spex.config import scoped_environ
+    from spex.settings import scoped_environ
 
     with scoped_environ({"SPEX_DATA_DIR": str(root / "data"), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None}):
         from mlflow import MlflowClient
 
-        from spex import config
+        from spex import settings
 
         bert = tiny_bert(root / "bert", seed=2)
         lm = tiny_causal_lm(root / "lm")
-        client = MlflowClient(config.mlflow_tracking_uri())
+        client = MlflowClient(settings.mlflow_tracking_uri())
         experiment = client.create_experiment("training", artifact_location=(root / "training").as_uri())
         client.create_registered_model("tiny-sentiment")
         run = client.create_run(experiment).info.run_id
@@ -288,14 +288,14 @@ def _records(data: Path) -> tuple[int, set[str], list[str]]:
     """(audit rows, MLflow run ids, ids of runs still RUNNING) in the module's stores."""
     from mlflow import MlflowClient
 
-    from spex import config
-    from spex.store import MetadataStore
+    from spex import settings
+    from spex.records.metadata import MetadataStore
 
     audits = 0
     if (data / "spex.db").exists():
-        with MetadataStore(config.database_url()) as store:
+        with MetadataStore(settings.database_url()) as store:
             audits = len(store.list_audits(limit=10_000))
-    client = MlflowClient(config.mlflow_tracking_uri())
+    client = MlflowClient(settings.mlflow_tracking_uri())
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, max_results=10_000) if experiments else []
     return audits, {r.info.run_id for r in runs}, [r.info.run_id for r in runs if r.info.status == "RUNNING"]
@@ -371,12 +371,12 @@ def valid_audit(env: dict[str, Any], prefect: None) -> dict[str, Any]:
         outcome = json.loads(result.stdout)
         from mlflow import MlflowClient
 
-        from spex import config
-        from spex.store import MetadataStore
+        from spex import settings
+        from spex.records.metadata import MetadataStore
 
-        with MetadataStore(config.database_url()) as store:
+        with MetadataStore(settings.database_url()) as store:
             record = store.get_audit(outcome["audit_id"])
-        client = MlflowClient(config.mlflow_tracking_uri())
+        client = MlflowClient(settings.mlflow_tracking_uri())
         runs = {r.data.tags["spex.subject"]: r for r in client.search_runs(
             [record.mlflow_experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{record.mlflow_run_id}'")}
         tables = {}

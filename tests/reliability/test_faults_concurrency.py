@@ -20,7 +20,7 @@ SERVICE = {"id": "service", "prompt": "Great movie and a lovely place, but terri
 @pytest.mark.postgres
 def test_four_audits_at_once(spex_start, rel_model, pg_schema, reference_audit, tmp_path):
     from spex.ablation import AblationStore
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     shared = tmp_path / "shared-ablations"
     shared.mkdir()

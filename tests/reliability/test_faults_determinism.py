@@ -10,7 +10,7 @@ from tests.reliability.fault_checks import rankings, store_contents
 
 
 def test_same_spec_and_seed_twice(spex_run, rel_model, reference_audit, tmp_path):
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     spec = write_spec(tmp_path / "spec.yaml", rel_model)
     data = tmp_path / "data"

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from tests.reliability.conftest import write_spec
-from tests.reliability.fault_checks import events, masks_computed, rankings, store_contents, store_health, store_snapshot
+from tests.reliability.fault_checks import (
+    events,
+    masks_computed,
+    rankings,
+    store_contents,
+    store_health,
+    store_snapshot,
+)
 
 # (kill point, what it interrupts) — counts are per process: the chain's later runs skip cached work.
 CHAIN = [
@@ -28,7 +35,7 @@ CHAIN = [
 
 @pytest.mark.postgres
 def test_kill_9_at_five_points_then_rerun(spex_run, rel_model, pg_schema, reference_audit, tmp_path):
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     spec = write_spec(tmp_path / "spec.yaml", rel_model)
     data = tmp_path / "data"

@@ -74,7 +74,7 @@ def _recorded_everything(tracking: str, store_url: str, audit_id: str, result: d
     """The audit's MLflow runs carry every ablation set and proxy the DB points at."""
     from mlflow import MlflowClient
 
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     client = MlflowClient(tracking)
     with MetadataStore(store_url) as store:
@@ -121,7 +121,7 @@ def test_mlflow_server_down_mid_audit(spex_run, rel_model, mlflow_server, refere
     assert second.returncode == 2, str(second)
     line = [x for x in second.stderr.splitlines() if x.startswith("error: ")]
     assert len(line) == 1 and "MLflow" in line[0] and "fix:" in line[0], second.stderr[-3000:]
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     with MetadataStore(db) as store:
         failed = [a for a in store.list_audits() if a.status == "failed"]

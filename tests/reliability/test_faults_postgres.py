@@ -26,7 +26,7 @@ from tests.reliability.fault_checks import rankings, store_health
 @pytest.fixture(scope="module")
 def private_postgres() -> Iterator[dict[str, Any]]:
     """A PostgreSQL server of our own: ``url``, and the ``start`` / ``stop`` command lines."""
-    from spex.store import testing as pg
+    from tests import postgres_testing as pg
 
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or ([shutil.which("pg_ctl")] if shutil.which("pg_ctl") else [])
     if not found:
@@ -89,7 +89,7 @@ def test_postgres_unreachable_at_start(cli_data_dir, rel_model, tmp_path):
 
 def test_store_waits_for_a_restarted_postgres(private_postgres):
     """A write issued while Postgres is down waits for it (bounded back-off) and lands once."""
-    from spex.store import MetadataStore, ModelRef
+    from spex.records.metadata import MetadataStore, ModelRef
 
     with MetadataStore(private_postgres["url"]) as store:
         first = store.record_model_version(ModelRef("m", "r1"))  # a pooled connection, soon stale
@@ -112,7 +112,7 @@ def test_postgres_restarted_mid_audit(spex_run, rel_model, private_postgres, ref
     back 4 s later: the audit waits, completes, and records exactly what an undisturbed run records."""
     import json
 
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     spec = write_spec(tmp_path / "spec.yaml", rel_model)
     actions = [{"event": "stage_done", "stage": "fit", "subject": "movie", "run": private_postgres["stop"],

@@ -50,7 +50,7 @@ def spex_cli(*args: str) -> Any:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A data dir of its own and the planted environment secrets (restored afterwards)."""
     root = tmp_path_factory.mktemp("security")
-    from spex.config import scoped_environ
+    from spex.settings import scoped_environ
 
     with scoped_environ({"SPEX_DATA_DIR": str(root / "data"), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None,
                          **SECRETS}):
@@ -66,7 +66,7 @@ def _db_rows(url: str) -> str:
     """Every row of every table of the metadata DB, as text."""
     import sqlalchemy as sa
 
-    from spex.store.db import normalize_url
+    from spex.records.metadata.db import normalize_url
 
     engine = sa.create_engine(normalize_url(url))
     try:
@@ -93,9 +93,9 @@ def _prefect_text() -> tuple[str, str]:
 def _mlflow_text() -> str:
     from mlflow import MlflowClient
 
-    from spex import config
+    from spex import settings
 
-    client = MlflowClient(config.mlflow_tracking_uri())
+    client = MlflowClient(settings.mlflow_tracking_uri())
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments)
     assert runs
@@ -108,7 +108,7 @@ def audited(env: dict[str, Any], postgres_database: str, caplog_module: list[str
     from prefect.testing.utilities import prefect_test_harness
     from sqlalchemy.engine import make_url
 
-    from spex.store import testing as pg
+    from tests import postgres_testing as pg
 
     lm = tiny_causal_lm(env["root"] / "lm")
     spec = {"model": str(lm), "lens": "features", "privacy": {"redact_text": True},
@@ -224,7 +224,7 @@ def test_redacted_audit_keeps_its_numbers_with_index_labels(audited: dict[str, A
 
 
 def test_redaction_is_designed_in_the_spec() -> None:
-    from spex.spec import SpecError, redact_spec, validate_spec
+    from spex.audit.spec import SpecError, redact_spec, validate_spec
 
     base = {"model": "builtin:minilm-sentiment", "lens": "features", "subjects": [{"id": "a", "prompt": "x y"}]}
     assert validate_spec(base).privacy.redact_text is False
@@ -293,7 +293,7 @@ def test_remote_code_runs_only_when_the_spec_enables_it(env: dict[str, Any], tmp
     assert not (env["data"] / "spex.db").exists()  # refused before anything was recorded
 
     import spex.models
-    from spex.validation import SpexInputError
+    from spex.errors import SpexInputError
 
     with pytest.raises(SpexInputError, match="trust_remote_code"):
         spex.models.load(str(folder))

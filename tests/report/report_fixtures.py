@@ -31,7 +31,7 @@ def table(rows: list[tuple[tuple[int, ...], float]], labels: list[str], index: s
 
 def record(store: Any, *, audit_id: str, revision: str, kind: str, shift: float,
            baseline: tuple[Any, str] | None = None) -> str:
-    from spex.store import Gate, ModelRef
+    from spex.records.metadata import Gate, ModelRef
 
     spans = segment(PROMPT)
     labels = [PROMPT[a:b] for a, b in spans]
@@ -68,7 +68,7 @@ def record(store: Any, *, audit_id: str, revision: str, kind: str, shift: float,
 
 def recorded_release(store: Any) -> tuple[str, str]:
     """(baseline audit id, release audit id) recorded in ``store``."""
-    from spex.store import ModelRef
+    from spex.records.metadata import ModelRef
 
     base = record(store, audit_id="a" * 32, revision="1", kind="audit", shift=0.0)
     ref = ModelRef("tiny-sentiment", "1", source_uri="models:/tiny-sentiment/1", registry_version="1")

@@ -44,8 +44,8 @@ def render(html: Path, out: Path) -> tuple[str, Path]:
 
 @pytest.fixture
 def release_report(tmp_path: Path) -> Path:
+    from spex.records.metadata import MetadataStore
     from spex.report import write_audit_report
-    from spex.store import MetadataStore
 
     with MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}") as store:
         _, release = recorded_release(store)

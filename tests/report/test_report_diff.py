@@ -1,4 +1,4 @@
-"""Release diffs and gates (spex.diff) on hand-made rankings, and the JSON export read back by shapiq."""
+"""Release diffs and gates (spex.audit.diff) on hand-made rankings, and the JSON export read back by shapiq."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spex.diff import diff_rankings, evaluate_gates, forbidden_hits
-from spex.spec import Gates
+from spex.audit.diff import diff_rankings, evaluate_gates, forbidden_hits
+from spex.audit.spec import Gates
 from tests.report.report_fixtures import recorded_release
 
 
@@ -72,8 +72,8 @@ def test_gates():
 def test_the_export_is_read_back_by_shapiq(tmp_path: Path):
     import shapiq
 
+    from spex.records.metadata import MetadataStore
     from spex.report import write_audit_report
-    from spex.store import MetadataStore
 
     with MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}") as store:
         base, release = recorded_release(store)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spex.store import testing as pg
+from tests import postgres_testing as pg
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
 @pytest.fixture
 def store(db_url: str):
     """A migrated store on each backend."""
-    from spex.store import MetadataStore
+    from spex.records.metadata import MetadataStore
 
     with MetadataStore(db_url) as s:
         yield s

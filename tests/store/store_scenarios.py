@@ -11,8 +11,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from spex.spectrum import Spectrum
-from spex.store import Gate, MetadataStore, ModelRef
+from spex.engine.spectrum import Spectrum
+from spex.records.metadata import Gate, MetadataStore, ModelRef
 
 LABELS = ("the", "movie", "was", "not", "good", "at", "all")
 

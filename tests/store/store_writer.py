@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from store_scenarios import record_audit  # noqa: E402
 
-from spex.store import MetadataStore, ModelRef  # noqa: E402
+from spex.records.metadata import MetadataStore, ModelRef  # noqa: E402
 
 SHARED = 3
 OWN = 3

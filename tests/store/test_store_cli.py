@@ -10,7 +10,7 @@ from store_scenarios import interaction_table, record_audit
 from typer.testing import CliRunner
 
 from spex.cli import app
-from spex.store import MetadataStore, ModelRef
+from spex.records.metadata import MetadataStore, ModelRef
 
 V1 = ModelRef("sentiment", "rev-1")
 V2 = ModelRef("sentiment", "rev-2", registry_version="2")

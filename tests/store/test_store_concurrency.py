@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from store_scenarios import interaction_table
 from store_writer import OWN, SHARED, SUBJECTS
 
-from spex.store import MetadataStore
+from spex.records.metadata import MetadataStore
 
 WORKERS = 4
 WRITER = Path(__file__).with_name("store_writer.py")

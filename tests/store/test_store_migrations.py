@@ -8,9 +8,16 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from spex.store import MetadataStore, create_engine, current_revision, downgrade, head_revision, upgrade
-from spex.store.migrate import MIGRATIONS_DIR
-from spex.store.models import Base
+from spex.records.metadata import (
+    MetadataStore,
+    create_engine,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from spex.records.metadata.migrate import MIGRATIONS_DIR
+from spex.records.metadata.models import Base
 
 SPEX_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -80,7 +87,7 @@ def test_a_database_migrated_by_a_newer_spex_is_refused(db_url):
     from typer.testing import CliRunner
 
     from spex.cli import app
-    from spex.store import SchemaTooNew
+    from spex.records.metadata import SchemaTooNew
 
     engine = create_engine(db_url)
     try:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from store_scenarios import LABELS, interaction_table, record_audit, subject_digest
 
-from spex.store import (
+from spex.records.metadata import (
     AuditNotFound,
     Gate,
     MetadataStore,
@@ -283,7 +283,7 @@ def test_urls_never_show_passwords(tmp_path):
 
 
 def test_plain_postgresql_urls_use_psycopg3():
-    from spex.store.db import normalize_url
+    from spex.records.metadata.db import normalize_url
 
     assert normalize_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert normalize_url("postgres://u@h/db").drivername == "postgresql+psycopg"

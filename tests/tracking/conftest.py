@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from spex.store import testing as pg
+from tests import postgres_testing as pg
 
 SERVER_START_TIMEOUT_S = 180
 

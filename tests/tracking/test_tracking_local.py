@@ -12,8 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spex import tracking
-from spex.tracking import AuditTracker, ablation_digest, ablation_frame, flatten_params
+from spex.records import tracking
+from spex.records.tracking import (
+    AuditTracker,
+    ablation_digest,
+    ablation_frame,
+    flatten_params,
+)
 
 
 def test_default_store_is_sqlite_in_the_data_dir(tmp_path, monkeypatch, global_tracking_uri):

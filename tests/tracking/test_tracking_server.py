@@ -1,4 +1,4 @@
-"""Integration: an audit recorded through ``spex.tracking`` (and ``spex.store``) against a real
+"""Integration: an audit recorded through ``spex.records.tracking`` (and ``spex.records.metadata``) against a real
 ``mlflow server`` backed by Postgres, then read back with a plain ``MlflowClient``: runs and their
 nesting, params, metrics, dataset inputs, artifacts, the interaction table, the logged LightGBM proxy
 (loads and predicts the same values), the registry tags, and the DB rows that point at all of it.
@@ -13,15 +13,15 @@ import urllib.request
 
 import lightgbm as lgb
 import matplotlib
-from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from spex.spectrum import Spectrum
-from spex.store import Gate, MetadataStore, ModelRef
-from spex.tracking import AuditTracker
+from spex.engine.spectrum import Spectrum
+from spex.records.metadata import Gate, MetadataStore, ModelRef
+from spex.records.tracking import AuditTracker
 
 matplotlib.use("Agg")
 

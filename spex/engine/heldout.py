@@ -1,0 +1,37 @@
+"""Faithfulness of a surrogate: R² on held-out masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from spex.engine.inputs import check_masks, check_values
+from spex.engine.spectrum import Spectrum
+
+
+def r2(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """1 - SS_res / SS_tot; for a constant truth, 1.0 if matched exactly (to 1e-12) else -inf."""
+    truth = np.asarray(truth, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    ss_res = float(np.sum((truth - predicted) ** 2))
+    ss_tot = float(np.sum((truth - truth.mean()) ** 2))
+    if ss_tot <= 1e-24 * max(1.0, float(np.sum(truth**2))):
+        return 1.0 if ss_res <= 1e-24 * max(1.0, float(np.sum(truth**2))) + 1e-24 else float("-inf")
+    return 1.0 - ss_res / ss_tot
+
+
+def faithfulness(value_fn_or_values: Callable[[np.ndarray], np.ndarray] | np.ndarray, spectrum: Spectrum, masks: np.ndarray) -> float:
+    """R² of ``spectrum`` against the true values on ``masks``.
+
+    ``value_fn_or_values`` is either the value function (called once, on all masks) or the values
+    already measured on ``masks`` (e.g. from the ablation store).
+    """
+    x = check_masks(masks, spectrum.n)
+    if callable(value_fn_or_values):
+        from spex.engine.batching import MaskEvaluator
+
+        truth = MaskEvaluator(value_fn_or_values, spectrum.n)(x)
+    else:
+        truth = check_values(value_fn_or_values, len(x), source="values")
+    return r2(truth, spectrum.predict(x))

@@ -1,1 +1,0 @@
-"""Alembic migrations of the metadata store, shipped inside the package (see ``spex.store.migrate``)."""
