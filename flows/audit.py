@@ -87,7 +87,7 @@ def check_data_dir() -> None:
 
     from spex.errors import SpexInputError
 
-    where = os.environ.get("SPEX_DATA_DIR") or "~/.spex"
+    where = os.environ.get("SPEX_DATA_DIR") or "~/.spex"  # as the user wrote it
     fix = "fix: point SPEX_DATA_DIR at a writable folder with free space"
     try:
         root = settings.data_dir()
@@ -99,10 +99,7 @@ def check_data_dir() -> None:
     except OSError as exc:
         raise SpexInputError(
             f"the data dir {where} is not writable ({exc.strerror or type(exc).__name__}); {fix}") from None
-    try:
-        need = float(os.environ.get("SPEX_MIN_FREE_MB") or 64)
-    except ValueError:
-        need = 64.0
+    need = settings.current().min_free_mb
     if free < need * (1 << 20):
         raise SpexInputError(f"the data dir {where} has {free / (1 << 20):.1f} MB free, less than the {need:g} MB an "
                              f"audit needs at least (SPEX_MIN_FREE_MB); {fix}")
@@ -171,6 +168,7 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
     ``local`` (this process, one chunk after the other) or ``ray`` / ``ray=ADDRESS`` (concurrent Ray tasks,
     one per GPU; see :mod:`tasks.runners` and docs/scale-out.md).
     """
+    settings.apply_offline_defaults()  # a flow run (CLI, worker, notebook) is an entry point
     parse_runner(runner)  # a bad runner is an input error before anything starts
     audit_spec = with_model(validate_spec(spec), model)
     with open_runner(runner) as chunks:

@@ -28,13 +28,13 @@ Configuration of the nightly audit (environment, read when the deployments are b
 from __future__ import annotations
 
 import argparse
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from flows.audit import audit
 from flows.release import release_audit
+from spex import settings
 from spex.audit.spec import load_spec
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -84,13 +84,13 @@ def nightly_champion(*, spec: str | Path | None = None, model_name: str | None =
     """The nightly audit of ``models:/<model_name>@<alias>`` as a Prefect ``RunnerDeployment``."""
     from prefect.schedules import Cron
 
-    spec_path = spec or os.environ.get("SPEX_NIGHTLY_SPEC") or default_spec_path()
+    env = settings.current()
+    spec_path = spec or env.nightly_spec or default_spec_path()
     spec_data = load_spec(spec_path).public_dict()
-    model_name = model_name or os.environ.get("SPEX_NIGHTLY_MODEL") or DEFAULT_MODEL
-    alias = alias or os.environ.get("SPEX_NIGHTLY_ALIAS") or "champion"
+    model_name = model_name or env.nightly_model or DEFAULT_MODEL
+    alias = alias or env.nightly_alias or "champion"
     model = f"models:/{model_name}@{alias}"
-    schedule = Cron(cron or os.environ.get("SPEX_NIGHTLY_CRON") or NIGHTLY_CRON,
-                    timezone=timezone or os.environ.get("SPEX_NIGHTLY_TIMEZONE") or "UTC")
+    schedule = Cron(cron or env.nightly_cron or NIGHTLY_CRON, timezone=timezone or env.nightly_timezone or "UTC")
     return audit.to_deployment(
         name=name,
         schedules=[schedule],

@@ -41,6 +41,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _entry_point() -> None:
+    """Every command: offline model loading and telemetry off unless the user set otherwise."""
+    from spex import settings
+
+    settings.apply_offline_defaults()
+
+
 db_app = typer.Typer(help="Metadata database upkeep.", no_args_is_help=True)
 audits_app = typer.Typer(help="Recorded audits.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -260,7 +260,9 @@ class RayChunks:
                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; fix: start it "
                                  f"(ray start --head) or give its address with --runner ray=HOST:PORT") from None
         self.resources = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        threads = int(os.environ.get("SPEX_RAY_THREADS", "1"))
+        from spex import settings
+
+        threads = settings.current().ray_threads
         if self.resources.get("GPU", 0) >= 1:
             # one chunk task per GPU; the worker process stays (max_calls=0) so its model stays loaded
             self.remote_options = {"num_gpus": 1, "num_cpus": threads, "max_calls": 0}

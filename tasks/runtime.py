@@ -76,7 +76,7 @@ def fault_point(stage: str) -> None:
     returns), ``fit`` (a proxy fit starts), ``record`` (a subject's ablation sets are recorded, its proxy
     and interactions not yet), ``publish`` (the audit is finished in the DB, not yet in MLflow).
     """
-    target = os.environ.get(FAULT_ENV)
+    target = settings.current().fault_kill_at
     if not target:
         return
     with _LOCK:
@@ -99,7 +99,6 @@ def model_slot(poll_seconds: float = 0.2) -> Iterator[None]:
     process's lock at once. The slots are per machine, which is what they count (local accelerators);
     Ray tasks do not take one (Ray's resource accounting does that job).
     """
-    import tempfile
     import time
 
     try:
@@ -107,8 +106,8 @@ def model_slot(poll_seconds: float = 0.2) -> Iterator[None]:
     except ImportError:  # not POSIX: no machine-wide slots (the OOM back-off still protects the device)
         yield
         return
-    slots = max(1, int(os.environ.get("SPEX_MODEL_CONCURRENCY", "1") or 1))
-    folder = Path(os.environ.get("SPEX_LOCK_DIR") or Path(tempfile.gettempdir()) / f"spex-locks-{os.getuid()}")
+    current = settings.current()
+    slots, folder = current.model_concurrency, current.model_lock_dir
     folder.mkdir(parents=True, exist_ok=True)
     held = None
     while held is None:

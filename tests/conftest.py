@@ -12,7 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from spex import settings
 from tests import postgres_testing as pg
+
+settings.apply_offline_defaults()  # the suite is an entry point: offline, no telemetry (as the CLI does)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,6 @@ import math
 # Against a tracking server, MLflow prints "View run ... at: <url>" on stdout whenever a run ends: that
 # corrupts `spex audit --json` (stdout must be the JSON document) and the CLI's own output (which names
 # the run's URL itself). The user's explicit setting wins.
-import os  # noqa: E402
 import posixpath
 import re
 import tempfile
@@ -42,18 +41,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import mlflow
+import mlflow.data
 import numpy as np
 import pandas as pd
-
-from spex import (
-    settings,  # noqa: F401  (sets telemetry-off defaults before MLflow is imported)
-)
-
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-import mlflow  # noqa: E402
-import mlflow.data  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
+from mlflow import MlflowClient
 from mlflow.entities import (  # noqa: E402
     DatasetInput,
     InputTag,
@@ -69,6 +61,7 @@ from mlflow.utils.validation import (  # noqa: E402
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
+from spex import settings
 from spex.engine import maskbits
 
 EXPERIMENT_PREFIX = "spex/"

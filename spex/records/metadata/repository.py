@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import traceback
 import uuid
@@ -97,10 +96,9 @@ def _unavailable(exc: sa.exc.DBAPIError, backend: str) -> bool:
 
 
 def _retry_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get(DB_RETRY_ENV, "60")))
-    except ValueError:
-        return 60.0
+    from spex import settings
+
+    return settings.current().db_retry_seconds
 
 
 class AuditNotFound(LookupError):
