@@ -20,32 +20,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from spex.engine import (
-    INDICES,
-    METHODS,
-    Explanation,
-    Spectrum,
-    SpexInputError,
-    exact_spectrum,
-    explain,
-    faithfulness,
-    get_method,
-    removal,
-)
+from spex import engine as _engine
+from spex.engine import *  # noqa: F403  (the engine's entry points are spex's: spex.explain is spex.engine.explain)
 
-__all__ = [
-    "INDICES",
-    "METHODS",
-    "Explanation",
-    "Spectrum",
-    "SpexInputError",
-    "exact_spectrum",
-    "explain",
-    "faithfulness",
-    "get_method",
-    "lenses",
-    "removal",
-]
+__all__ = [*_engine.__all__, "lenses"]
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("lenses", "models", "ablation", "audit", "records", "report", "engine")
