@@ -1,5 +1,5 @@
-"""Release diffs: how the ranked interactions of a subject changed between two model versions, and
-the gates a release must pass.
+"""Release diffs: how the ranked interactions of a subject changed between two model versions (the
+gates a release must pass are in :mod:`spex.audit.gates`).
 
 A ranking is spex's interaction table (``members``, ``value``, ``rank``, optional ``labels``), as
 recorded in the metadata DB. For each subject the diff reports, over the top k:
@@ -19,8 +19,7 @@ Pure pandas/numpy: usable from a notebook on two ``Explanation.interactions()`` 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,7 +81,9 @@ class SubjectDiff:
         return out
 
 
-def _rows(table: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def ranking_rows(table: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A ranking as rows in rank order: ``members`` sorted (``labels`` following them), ``value`` a
+    float, ``rank`` (the position when unrecorded). Shared with the forbidden-pattern gate."""
     records = table.to_dict("records") if isinstance(table, pd.DataFrame) else [dict(r) for r in table]
     out = []
     for position, r in enumerate(sorted(records, key=lambda r: int(r.get("rank") or 0) or math.inf), start=1):
@@ -111,7 +112,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 def diff_rankings(candidate: pd.DataFrame | Iterable[Mapping[str, Any]],
                   baseline: pd.DataFrame | Iterable[Mapping[str, Any]], *, k: int, subject: str = "") -> SubjectDiff:
     """Compare two ranked interaction tables of the same subject over their top ``k``."""
-    cand, base = _rows(candidate), _rows(baseline)
+    cand, base = ranking_rows(candidate), ranking_rows(baseline)
     by_c = {r["members"]: r for r in cand}
     by_b = {r["members"]: r for r in base}
     top_c = [r["members"] for r in cand[:k]]
@@ -145,103 +146,12 @@ def diff_rankings(candidate: pd.DataFrame | Iterable[Mapping[str, Any]],
                        max_rank_shift=int(max(shifts.values(), default=0)), rank_shifts=shifts)
 
 
-# --------------------------------------------------------------------------------------------- forbidden
-_PUNCT = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
+def __getattr__(name: str) -> Any:
+    """``from spex.audit.diff import evaluate_gates`` (or ``forbidden_hits``) keeps working until the
+    pipeline's callers import them from :mod:`spex.audit.gates`, where they live now. Resolved lazily
+    because ``spex.audit.gates`` imports this module."""
+    if name in ("evaluate_gates", "forbidden_hits"):
+        from spex.audit import gates
 
-
-def _norm(label: str) -> str:
-    return _PUNCT.sub("", str(label)).casefold()
-
-
-def forbidden_hits(table: pd.DataFrame | Iterable[Mapping[str, Any]], forbidden: Sequence[str | Sequence[str]],
-                   *, k: int) -> list[dict[str, Any]]:
-    """Top-k interactions that match a forbidden pattern.
-
-    A string pattern matches every interaction with a member labelled so (case and surrounding
-    punctuation ignored: ``"Nurse,"`` is ``nurse``); a list matches exactly that set of labels.
-    Unlabelled tables are matched on member ids written as strings.
-    """
-    hits = []
-    for r in _rows(table)[:k]:
-        labels = r["labels"] if r["labels"] is not None else tuple(str(m) for m in r["members"])
-        normalised = [_norm(x) for x in labels]
-        for pattern in forbidden:
-            if isinstance(pattern, str):
-                matched = _norm(pattern) in normalised
-            else:
-                matched = sorted(_norm(x) for x in pattern) == sorted(normalised)
-            if matched:
-                hits.append({"members": list(r["members"]), "labels": list(labels), "rank": r["rank"],
-                             "value": r["value"], "pattern": pattern})
-                break
-    return hits
-
-
-# --------------------------------------------------------------------------------------------- gates
-@dataclass(frozen=True)
-class GateResult:
-    """``value <comparator> threshold`` held or not (mirrors :class:`spex.records.metadata.Gate`)."""
-
-    metric: str
-    threshold: float
-    value: float | None
-    passed: bool
-    comparator: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def evaluate_gates(gates: Any, *, faithfulness: Mapping[str, float | None],
-                   rankings: Mapping[str, pd.DataFrame | Sequence[Mapping[str, Any]]],
-                   diffs: Mapping[str, SubjectDiff | Mapping[str, Any] | None] | None, k: int,
-                   without_baseline: str = "fail") -> list[GateResult]:
-    """Evaluate the configured gates (a :class:`spex.audit.spec.Gates`) on an audit's outcome.
-
-    ``faithfulness``: held-out R² per subject; ``rankings``: the candidate's ranking per subject;
-    ``diffs``: per subject vs the baseline, as :class:`SubjectDiff` or its ``to_dict()``, or None when
-    there is no baseline. Then the baseline gates (Jaccard, rank shift) cannot be measured:
-    ``without_baseline="fail"`` records them failed with a note (they never pass silently);
-    ``"skip"`` leaves them out — for the baseline's own audit inside a release, and for routine
-    audits, where the spec's release gates simply do not apply.
-    """
-    if without_baseline not in ("fail", "skip"):
-        raise ValueError(f"without_baseline must be 'fail' or 'skip'; got {without_baseline!r}")
-    def number(d: Any, name: str) -> Any:
-        return d.get(name) if isinstance(d, Mapping) else getattr(d, name)
-
-    diffs = {s: d for s, d in diffs.items() if d is not None} if diffs is not None else None
-    out: list[GateResult] = []
-    if gates.faithfulness_min is not None:
-        per = {s: (None if v is None or not math.isfinite(v) else float(v)) for s, v in faithfulness.items()}
-        worst = min((v for v in per.values() if v is not None), default=None)
-        missing = [s for s, v in per.items() if v is None]
-        passed = worst is not None and not missing and worst >= gates.faithfulness_min
-        out.append(GateResult("faithfulness_min", float(gates.faithfulness_min), worst, passed, ">=",
-                              {"per_subject": per, "unmeasured": missing}))
-    if gates.top_k_jaccard_min is not None and not (diffs is None and without_baseline == "skip"):
-        if diffs is None:
-            out.append(GateResult("top_k_jaccard_min", float(gates.top_k_jaccard_min), None, False, ">=",
-                                  {"note": "no baseline to compare with; run a release audit (spex release)"}))
-        else:
-            per = {s: float(number(d, 'jaccard')) for s, d in diffs.items()}
-            worst = min(per.values(), default=None)
-            out.append(GateResult("top_k_jaccard_min", float(gates.top_k_jaccard_min), worst,
-                                  worst is not None and worst >= gates.top_k_jaccard_min, ">=",
-                                  {"per_subject": per, "k": k}))
-    if gates.max_rank_shift is not None and not (diffs is None and without_baseline == "skip"):
-        if diffs is None:
-            out.append(GateResult("max_rank_shift", float(gates.max_rank_shift), None, False, "<=",
-                                  {"note": "no baseline to compare with; run a release audit (spex release)"}))
-        else:
-            per = {s: int(number(d, 'max_rank_shift')) for s, d in diffs.items()}
-            worst = max(per.values(), default=0)
-            out.append(GateResult("max_rank_shift", float(gates.max_rank_shift), float(worst),
-                                  worst <= gates.max_rank_shift, "<=", {"per_subject": per, "k": k}))
-    if gates.forbidden:
-        hits = {s: forbidden_hits(t, gates.forbidden, k=k) for s, t in rankings.items()}
-        count = sum(len(h) for h in hits.values())
-        out.append(GateResult("forbidden_in_top_k", 0.0, float(count), count == 0, "<=",
-                              {"hits": {s: h for s, h in hits.items() if h}, "patterns": list(gates.forbidden), "k": k}))
-    return out
+        return getattr(gates, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

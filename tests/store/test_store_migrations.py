@@ -29,7 +29,8 @@ def _tables(engine: sa.Engine) -> set[str]:
 def test_migrations_ship_inside_the_package(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
     assert MIGRATIONS_DIR.is_dir() and (MIGRATIONS_DIR / "env.py").is_file()
-    assert MIGRATIONS_DIR.parent.name == "store" and MIGRATIONS_DIR.parent.parent.name == "spex"
+    package = MIGRATIONS_DIR.parent  # spex/records/metadata
+    assert (package.name, package.parent.name, package.parent.parent.name) == ("metadata", "records", "spex")
     assert head_revision() == "0001_initial"
 
 

@@ -8,15 +8,19 @@
         store.record_interactions(audit_id, sid, spectrum.interactions(index="fbii"))
         ...
 
-Imports SQLAlchemy and Alembic, never MLflow or Prefect (see ``spex.records.tracking`` for MLflow).
+The store is one facade (``repository``) over three parts: ``sessions`` (engine, transactions,
+retries), ``writes`` (idempotent recording) and ``reads``. Imports SQLAlchemy and Alembic, never MLflow
+or Prefect (see ``spex.records.tracking`` for MLflow).
 """
 
+from spex.records.gate import Gate
 from spex.records.metadata.db import (
     StoreConfigError,
     create_engine,
     describe_url,
     mask_secrets,
 )
+from spex.records.metadata.errors import AuditNotFound, SubjectNotFound
 from spex.records.metadata.migrate import (
     SchemaTooNew,
     current_revision,
@@ -30,20 +34,14 @@ from spex.records.metadata.records import (
     AuditRecord,
     AuditSubjectRecord,
     AuditSummary,
-    Gate,
     ModelRef,
     ModelVersionRecord,
     ProxyRecord,
     SubjectRecord,
     ValidationRecord,
 )
-from spex.records.metadata.repository import (
-    AuditNotFound,
-    MetadataStore,
-    SubjectNotFound,
-    format_error,
-    members_key,
-)
+from spex.records.metadata.repository import MetadataStore
+from spex.records.metadata.writes import format_error, members_key
 
 __all__ = [
     "AblationSetRecord",

@@ -2,14 +2,17 @@
 
 The repository hands out these dataclasses instead of ORM objects: they outlive the session that
 read them (no lazy-load surprises in a Prefect task or the CLI), pickle across processes, and keep
-callers independent of SQLAlchemy.
+callers independent of SQLAlchemy. :class:`Gate` is defined in :mod:`spex.records.gate` (gate
+evaluation returns it too) and re-exported here with the other records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from spex.records.gate import Gate
 
 
 @dataclass(frozen=True)
@@ -78,18 +81,6 @@ class ValidationRecord:
     removal: Any
     exact_r2: float | None
     metrics: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A release gate's outcome: ``value <comparator> threshold`` held (``passed``) or not."""
-
-    metric: str
-    threshold: float
-    value: float | None
-    passed: bool
-    comparator: str = ">="
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
