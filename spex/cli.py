@@ -126,7 +126,10 @@ def _fmt_passed(value: bool | None) -> str:
 
 
 def _to_json(value: Any) -> str:
-    return json.dumps(value, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else repr(o), indent=2)
+    """``--json`` output: strictly valid JSON (dates as ISO text, NaN as null)."""
+    from spex.content import to_jsonable
+
+    return json.dumps(to_jsonable(value), indent=2)
 
 
 # ---------------------------------------------------------------------------------------------- db

@@ -27,10 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-
-# Against a tracking server, MLflow prints "View run ... at: <url>" on stdout whenever a run ends: that
-# corrupts `spex audit --json` (stdout must be the JSON document) and the CLI's own output (which names
-# the run's URL itself). The user's explicit setting wins.
 import posixpath
 import re
 import tempfile
@@ -46,7 +42,7 @@ import mlflow.data
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import (  # noqa: E402
+from mlflow.entities import (
     DatasetInput,
     InputTag,
     LoggedModelOutput,
@@ -55,8 +51,8 @@ from mlflow.entities import (  # noqa: E402
     Param,
     RunTag,
 )
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.utils.validation import (  # noqa: E402
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import (
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
 )
