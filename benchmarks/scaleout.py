@@ -105,7 +105,7 @@ def _stage(spec: dict[str, Any], infos: list[dict[str, Any]], masks: dict[str, n
 def _check(result: dict[str, Any], infos: list[dict[str, Any]], masks: dict[str, np.ndarray], store_root: str) -> dict[str, Any]:
     """Exactly once: computed == distinct masks == rows written to the store."""
     from spex.ablation import AblationStore
-    from spex.engine.sampling import unique_rows
+    from spex.engine.maskbits import unique_rows
 
     store = AblationStore(store_root)
     distinct = sum(len(unique_rows(masks[i["id"]])[0]) for i in infos)

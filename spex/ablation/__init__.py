@@ -6,6 +6,9 @@
   ``f(masks) -> values`` callable the methods take.
 * :func:`measure_throughput` — a value function's forward masks/s and tokens/s (for estimates).
 
+Masks are keyed by their packed bits, :mod:`spex.engine.maskbits` (``mask_keys`` / ``keys_to_masks``
+are re-exported here for the callers that still import them from spex.ablation).
+
 Imports neither torch (used only if already loaded), SQLAlchemy, MLflow nor Prefect.
 """
 
@@ -22,10 +25,9 @@ from spex.ablation.store import (
     AblationStoreError,
     AblationStoreUnwritable,
     StoreStats,
-    keys_to_masks,
-    mask_keys,
     read_parquet,
 )
+from spex.engine.maskbits import keys_to_masks, mask_keys
 
 __all__ = [
     "AblationEngine",

@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from spex.ablation.store import AblationStore
-from spex.engine.inputs import SpexInputError, check_masks, check_values
-from spex.engine.sampling import unique_rows
+from spex.engine.inputs import check_masks, check_values
+from spex.engine.maskbits import unique_rows
+from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction
 
 log = logging.getLogger("spex.ablation")

@@ -36,7 +36,6 @@ This module imports neither torch nor SQLAlchemy nor MLflow (pyarrow only inside
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -54,8 +53,9 @@ from typing import Any
 import numpy as np
 
 from spex.content import bytes_digest
-from spex.engine.inputs import SpexInputError, check_masks, check_values
+from spex.engine.inputs import check_masks, check_values
 from spex.engine.maskbits import BIT_ORDER, keys_to_masks, mask_keys
+from spex.errors import SpexInputError
 from spex.settings import data_dir
 
 log = logging.getLogger("spex.ablation")
@@ -94,7 +94,7 @@ def _encode_chunk(n: int, packed: np.ndarray, values: np.ndarray) -> bytes:
         np.ascontiguousarray(packed, dtype=np.uint8).tobytes(),
         np.ascontiguousarray(values, dtype="<f8").tobytes(),
     ))
-    return body + hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
+    return body + bytes.fromhex(bytes_digest(body, size=_DIGEST_SIZE))
 
 
 def _decode_chunk(data: bytes) -> tuple[int, np.ndarray, np.ndarray]:
@@ -109,8 +109,7 @@ def _decode_chunk(data: bytes) -> tuple[int, np.ndarray, np.ndarray]:
     expected = _HEADER.size + count * width + count * 8 + _DIGEST_SIZE
     if len(data) != expected:
         raise _CorruptChunk(f"{len(data)} bytes, expected {expected} for {count} masks (truncated?)")
-    view = memoryview(data)
-    if hashlib.blake2b(view[:-_DIGEST_SIZE], digest_size=_DIGEST_SIZE).digest() != bytes(view[-_DIGEST_SIZE:]):
+    if bytes_digest(data[:-_DIGEST_SIZE], size=_DIGEST_SIZE) != data[-_DIGEST_SIZE:].hex():
         raise _CorruptChunk("checksum mismatch")
     keys = np.frombuffer(data, dtype=np.dtype((np.void, width)), count=count, offset=_HEADER.size)
     values = np.frombuffer(data, dtype="<f8", count=count, offset=_HEADER.size + count * width)
@@ -435,11 +434,8 @@ class AblationStore:
         provenance of an ablation set (same hash, same data), for MLflow tags and Postgres rows."""
         with self._lock:
             index = self._refresh(fingerprint)
-            h = hashlib.blake2b(digest_size=16)
-            h.update(str(index.n).encode())
-            h.update(np.ascontiguousarray(index.keys).tobytes())
-            h.update(np.ascontiguousarray(index.values, dtype="<f8").tobytes())
-            return h.hexdigest()
+            return bytes_digest(b"".join((str(index.n).encode(), np.ascontiguousarray(index.keys).tobytes(),
+                                          np.ascontiguousarray(index.values, dtype="<f8").tobytes())))
 
     def stats(self, fingerprint: str) -> StoreStats:
         """Counts, size, conflicts and damaged chunks of one fingerprint."""

@@ -1,9 +1,12 @@
 """The pure math of spex: sampling, set families, Walsh-Hadamard transforms, spectra, interaction
 indices, the methods (ProxySPEX, SPEX, linear, Faith-Banzhaf), removal, faithfulness, planted games.
 
-numpy / scipy / LightGBM only: nothing here imports torch, SQLAlchemy, MLflow, Prefect or anything
-above it in spex (an import-linter contract in the test suite enforces it). ``spex`` re-exports the
-entry points below, so ``spex.explain`` is the same function as ``spex.engine.explain``.
+Imports: numpy, scipy, LightGBM and threadpoolctl (to cap BLAS threads); pandas (interaction tables)
+and scikit-learn (cross-validated Lasso / ridge refits) lazily, where a caller asks for them; of spex
+only :mod:`spex.errors` and :mod:`spex.content`. Nothing here imports torch, SQLAlchemy, MLflow,
+Prefect, transformers or anything above it in spex (import-linter contracts and
+``tests/engine/test_layering.py`` check it). ``spex`` re-exports the entry points below, so
+``spex.explain`` is the same function as ``spex.engine.explain``.
 """
 
 from spex.engine.exact import EXACT_MAX_N, exact_spectrum

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from spex.engine.inputs import check_masks, check_values
-from spex.engine.sampling import unique_rows
+from spex.engine.maskbits import unique_rows
 
 ValueFn = Callable[[np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]

@@ -11,8 +11,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from spex.engine.batching import MaskEvaluator, Progress, ValueFn
 from spex.engine.exact import EXACT_MAX_N, all_masks, spectrum_from_table
 from spex.engine.explanation import Explanation
-from spex.engine.inputs import SpexInputError, check_budget, check_n
+from spex.engine.inputs import check_budget, check_n
 from spex.engine.methods.base import Method, StageTimer
+from spex.errors import SpexInputError
 
 METHODS: dict[str, str] = {
     "proxyspex": "spex.engine.methods.proxyspex:ProxySPEX",

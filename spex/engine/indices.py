@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from scipy.special import comb
 
 from spex.engine import sets
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from spex.engine.spectrum import Spectrum
 
 INDICES = ("fourier", "mobius", "banzhaf", "shapley", "fbii", "fsii", "stii", "sii")
@@ -104,8 +105,11 @@ def interaction_table(
     (1 = largest |value|), plus ``labels`` when feature labels are given.
 
     The empty set (the constant / baseline) is not an interaction and is left out; read it from
-    ``spectrum.constant`` or ``to_dict()``. Ties keep a stable order (by members).
+    ``spectrum.constant`` or ``to_dict()``. Ties keep a stable order (by members). pandas is imported
+    here, not with the engine: only a caller that asks for a table needs it.
     """
+    import pandas as pd
+
     members, values = compute(spectrum, index, order)
     ords = sets.orders(members)
     keep = ords > 0

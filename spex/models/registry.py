@@ -12,13 +12,14 @@ or the ``mlflow.transformers`` flavor (``model/`` with the weights, ``components
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from spex.content import bytes_digest
 from spex.errors import SpexInputError
+from spex.models.identity import folder_digest
 from spex.settings import data_dir, mlflow_tracking_uri
 
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
@@ -87,7 +88,7 @@ def resolve(uri: str, *, tracking_uri: str | None = None, registry_uri: str | No
         identity_prefix = f"mlflow:{mv.name}/{mv.version}"
     else:
         artifact_uri, key, identity_prefix = uri, uri[len("runs:/"):], f"mlflow:{uri}"
-    server = hashlib.blake2b(registry.encode(), digest_size=6).hexdigest()
+    server = bytes_digest(registry, size=6)  # a short folder name per registry server
     dst = data_dir() / "models" / "mlflow" / server / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
     try:
         if dst.exists() and any(dst.rglob("config.json")):
@@ -99,8 +100,6 @@ def resolve(uri: str, *, tracking_uri: str | None = None, registry_uri: str | No
         raise SpexInputError(f"could not download the artifacts of {uri} from {tracking}: {exc.message}") from exc
     folder = find_model_folder(local)
     _merge_tokenizer(folder, local)
-    from spex.models import folder_digest
-
     return folder, f"{identity_prefix}#{folder_digest(folder)}", source
 
 
