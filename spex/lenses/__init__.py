@@ -1,50 +1,37 @@
-"""The three lenses: ways to turn "remove a set of things" into one number per mask.
+"""The lenses: ways to turn "remove a set of things" into one number per mask.
 
 * ``spex.lenses.features(model, prompt, ...)`` — words / sentences / spans of a prompt;
 * ``spex.lenses.heads(model, prompts, answers, ...)`` — attention heads;
 * ``spex.lenses.data(train_texts, train_labels, target_text, target_label, ...)`` — training examples.
 
-Each returns a :class:`~spex.lenses.base.ValueFunction`. The lens functions are loaded lazily: the
-ablation engine imports :mod:`spex.lenses.base` and must not pay for importing torch.
+Each returns a :class:`~spex.lenses.base.ValueFunction`. The lens functions load on first use: the
+ablation engine imports :mod:`spex.lenses.base` and the spec imports :mod:`spex.lenses.registry`, and
+neither may pay for importing torch.
 
-Naming: ``spex.lenses.features`` etc. are the lens *functions* (the modules of the same name are made
-callable too, so the call works whichever was imported first); import the classes from their modules
-(``from spex.lenses.features import FeatureLens, segment, render``).
+Layout and naming: the package attribute ``spex.lenses.<lens>`` is the lens *function*, so no module
+may share its name (importing a submodule binds the package attribute to it). The implementation
+modules are named for what their features are: :mod:`~spex.lenses.prompt_features`
+(``FeatureLens``, ``segment``, ``render``), :mod:`~spex.lenses.attention_heads` (``HeadLens``,
+``head_sites``), :mod:`~spex.lenses.training_data` (``DataLens``, ``LogisticTrainer``,
+``SklearnTrainer``). Each lens is registered once, torch-free, in ``spex/lenses/registrations/<lens>.py``
+(its spec models, version, report view; see :mod:`spex.lenses.registry`).
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from typing import Any
 
-__all__ = ["features", "heads", "data"]
+from spex.lenses import registry
+
+__all__ = list(registry.names())
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        module = importlib.import_module(f"{__name__}.{name}")
-        function = getattr(module, name)
-        # Importing the submodule bound the package attribute to the module; bind the function instead.
+    if name in registry.LENSES:
+        function = registry.get(name).function()
         globals()[name] = function
         return function
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _CallableModule(types.ModuleType):
-    """A lens module that forwards calls to its lens function.
-
-    ``import spex.lenses.features`` binds the package attribute ``features`` to the *module*; making
-    the module callable keeps ``spex.lenses.features(model, prompt)`` working whatever was imported first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self, self.__name__.rsplit(".", 1)[-1])(*args, **kwargs)
-
-
-def _callable_module(module_name: str) -> None:
-    sys.modules[module_name].__class__ = _CallableModule
 
 
 def __dir__() -> list[str]:

@@ -33,6 +33,7 @@ import torch
 
 from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction, fingerprint_of
+from spex.lenses.registrations.heads import LENS_VERSION, HeadsOptions, HeadsSubject
 from spex.models import LoadedModel, as_loaded
 from spex.models.scoring import (
     causal_logprobs,
@@ -43,8 +44,9 @@ from spex.models.scoring import (
     pad_right,
 )
 
+__all__ = ["LENS_VERSION", "OUTPUT_PROJECTIONS", "HeadLens", "HeadSite", "from_spec", "head_sites", "heads"]
+
 Mode = Literal["zero", "mean"]
-LENS_VERSION = 1
 
 # Attention output projections, relative to one transformer block, by architecture family.
 OUTPUT_PROJECTIONS: tuple[str, ...] = (
@@ -293,6 +295,8 @@ def heads(model: LoadedModel | str, prompts: Sequence[str], answers: Sequence[An
                     reference=reference, chat=chat)
 
 
-from spex.lenses import _callable_module  # noqa: E402
 
-_callable_module(__name__)
+def from_spec(options: HeadsOptions, subject: HeadsSubject, model: LoadedModel) -> HeadLens:
+    """The value function of one spec subject (``lens: heads``)."""
+    return heads(model, subject.prompts, subject.answers, layers=options.layers, mode=options.mode,
+                 rescale=options.rescale, reference=options.reference, chat=options.chat)

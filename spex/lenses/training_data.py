@@ -25,7 +25,6 @@ batched trainer and as the benchmark baseline.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -34,10 +33,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from spex.content import bytes_digest
 from spex.errors import SpexInputError
 from spex.lenses.base import ValueFunction, fingerprint_of
+from spex.lenses.registrations.data import (
+    LENS_VERSION,
+    DataOptions,
+    DataSubject,
+    load_training_set,
+)
 
-LENS_VERSION = 1
+__all__ = ["LENS_VERSION", "DataLens", "DataProblem", "LogisticTrainer", "SklearnTrainer", "Trainer", "data",
+           "from_spec"]
 
 
 @dataclass
@@ -228,10 +235,8 @@ class DataLens(ValueFunction):
         self.n_features = len(self.group_names)
         emb_digest = None
         if problem.embeddings is not None:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(np.ascontiguousarray(problem.embeddings, dtype=np.float64).tobytes())
-            h.update(np.ascontiguousarray(problem.target_embedding, dtype=np.float64).tobytes())
-            emb_digest = h.hexdigest()
+            emb_digest = bytes_digest(np.ascontiguousarray(problem.embeddings, dtype=np.float64).tobytes()
+                                      + np.ascontiguousarray(problem.target_embedding, dtype=np.float64).tobytes())
         self.encoder_identity = encoder_identity
         self.fingerprint = fingerprint_of(
             lens="data", version=LENS_VERSION, texts=problem.texts, labels=problem.labels.tolist(),
@@ -308,6 +313,12 @@ def _embed_all(encoder: Encoder, texts: list[str]) -> tuple[np.ndarray, str | No
     return vectors, identity
 
 
-from spex.lenses import _callable_module  # noqa: E402
 
-_callable_module(__name__)
+def from_spec(options: DataOptions, subject: DataSubject, model: Any) -> DataLens:
+    """The value function of one spec subject (``lens: data``): the options' training set, embedded
+    by the audited model (``encoder: model``) or by the model they name."""
+    rows = load_training_set(options)
+    encoder = model if options.encoder == "model" else options.encoder
+    groups = [r.group if r.group is not None else i for i, r in enumerate(rows)] if options.grouped else None
+    return data([r.text for r in rows], [r.label for r in rows], subject.text, subject.label, encoder=encoder,
+                groups=groups, trainer=LogisticTrainer(l2=options.l2, steps=options.steps), classes=options.classes)

@@ -9,7 +9,7 @@ import pytest
 
 from spex.errors import SpexInputError
 from spex.lenses import data
-from spex.lenses.data import LogisticTrainer, SklearnTrainer
+from spex.lenses.training_data import LogisticTrainer, SklearnTrainer
 from spex.models.scoring import embed
 
 

@@ -9,7 +9,7 @@ import torch
 
 from spex.errors import SpexInputError
 from spex.lenses import features
-from spex.lenses.features import render, segment
+from spex.lenses.prompt_features import render, segment
 
 PROMPT = "The food was not bad, but the service was slow."
 TWO_SENTENCES = "I expected to hate it. Yet I loved every minute!\n\nNever again?"

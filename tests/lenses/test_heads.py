@@ -15,7 +15,7 @@ import torch
 
 from spex.errors import SpexInputError
 from spex.lenses import heads
-from spex.lenses.heads import head_sites
+from spex.lenses.attention_heads import head_sites
 
 PROMPTS = ["The capital of France is", "Good but too long. The answer is", "She said the hotel was"]
 ANSWERS = [" Paris", " yes", " clean"]

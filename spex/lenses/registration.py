@@ -1,0 +1,99 @@
+"""What a lens tells the rest of spex about itself: one :class:`LensRegistration` per lens.
+
+The audit spec, the pipeline and the report never compare lens names; they ask the lens's
+registration (:func:`spex.lenses.registry.get`) for its spec models, its value function, its feature
+count before a model loads, its report view and the spec fields its arguments come from.
+
+Registrations import no torch: the spec (``spex.audit.spec``) is validated by CI and by the CLI's
+preflight, which must stay fast. The value function lives in the lens's implementation module
+(``implementation``), imported by name on first use; that module may import its registration (its
+``LENS_VERSION``, its option models), never the other way round, so there is no import cycle.
+
+``SpecModel`` and ``SpecError`` live here, below both the lens registrations and the audit spec that
+assembles them (``spex.audit.spec`` re-exports them): a lens's options are a section of the spec, and
+a registration that reads the spec's files reports a problem as the spec does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from spex.errors import SpexInputError
+
+
+class SpecError(SpexInputError):
+    """A spec that cannot be run: the message names the field and the fix (one line)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+
+
+class SpecModel(BaseModel):
+    """Base of every section of the spec: an unknown field is an error (a typo must not be ignored)
+    and a validated spec is frozen (its digest identifies what was audited)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_offline_count(options: Any, subject: Any) -> int | None:
+    return None
+
+
+def _keep_options(options: dict[str, Any], redact: Callable[[Any], Any]) -> dict[str, Any]:
+    return options
+
+
+@dataclass(frozen=True)
+class LensRegistration:
+    """Everything the spec, the pipeline and the report need to know about one lens.
+
+    * ``name``: the spec's ``lens:`` value (also the name of the lens function ``spex.lenses.<name>``);
+    * ``version``: bump it when the value of a mask changes for the same inputs (it enters the cache
+      keys of prepared subjects: :func:`spex.lenses.registry.lens_versions`);
+    * ``options`` / ``subject``: the spec models of ``lens_options`` and of one entry of ``subjects``;
+    * ``implementation``: the module (torch) that holds the lens function ``<name>(...)`` and
+      ``from_spec(options, subject, model) -> ValueFunction``;
+    * ``argument_fields``: a lens argument named by a :class:`SpexInputError` (``field``) -> the spec
+      field it comes from (``{i}`` is the subject's index), so an error names what the user wrote;
+    * ``view(options, subject, vf)``: what the report draws for a subject, without the model's outputs;
+    * ``count_features(options, subject)``: n before any model loads, where the text alone tells it
+      (None: only the loaded model knows), so a budget too small for n fails in preflight;
+    * ``default_options``: ``lens_options`` when the spec gives none;
+    * ``max_batch``: the lens's preferred masks per model call (the spec's ``batch.max_batch`` default);
+    * ``subject_text_fields`` / ``redact_options(options, redact)``: which parts of a subject and of
+      the options hold the user's text, for ``privacy.redact_text``.
+    """
+
+    name: str
+    version: int
+    options: type[SpecModel]
+    subject: type[SpecModel]
+    implementation: str
+    argument_fields: Mapping[str, str]
+    view: Callable[[Any, Any, Any], dict[str, Any]]
+    count_features: Callable[[Any, Any], int | None] = _no_offline_count
+    default_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    max_batch: int = 64
+    subject_text_fields: tuple[str, ...] = ()
+    redact_options: Callable[[dict[str, Any], Callable[[Any], Any]], dict[str, Any]] = _keep_options
+
+    def module(self) -> ModuleType:
+        """The implementation module (imports torch on first use)."""
+        return importlib.import_module(self.implementation)
+
+    def function(self) -> Callable[..., Any]:
+        """The lens function, e.g. ``spex.lenses.features``."""
+        return getattr(self.module(), self.name)
+
+    def build(self, options: Any, subject: Any, model: Any) -> Any:
+        """The value function of one subject on a loaded model (:class:`spex.models.LoadedModel`)."""
+        return self.module().from_spec(options, subject, model)
+
+    def default_options_model(self) -> SpecModel:
+        return self.options.model_validate(dict(self.default_options))

@@ -1,0 +1,140 @@
+"""Registration of the data lens: the examples (or groups of examples) of a training set are the features.
+
+Implementation: :mod:`spex.lenses.training_data` (torch). The training set is part of the spec
+(``lens_options.train``); :func:`load_training_set` reads it without torch, so the preflight knows n.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+
+from spex.lenses.registration import LensRegistration, SpecError, SpecModel
+from spex.lenses.spec_files import read_jsonl
+
+LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
+
+
+class TrainExample(SpecModel):
+    text: str = Field(min_length=1)
+    label: str | int
+    group: str | int | None = None
+
+
+_EXAMPLES = TypeAdapter(list[TrainExample])
+
+
+class DataOptions(SpecModel):
+    """Options of the data lens: the training set whose examples are the features.
+
+    ``train``: inline examples, a JSONL file (``text``, ``label``, optional ``group``), or
+    ``builtin:sentiment`` (the bundled sentences; ``variant`` picks the training variant). ``limit``
+    keeps a seeded subset (``sample_seed``). ``encoder``: ``model`` embeds with the audited model
+    (so a new version changes the features' geometry), or any model URI.
+    """
+
+    train: list[TrainExample] | str
+    variant: Literal["full", "no-negation", "half"] = "full"
+    limit: int | None = Field(None, ge=2)
+    sample_seed: int = 0
+    grouped: bool = False
+    encoder: str = "model"
+    classes: list[str | int] | None = None
+    l2: float = Field(1.0, gt=0)
+    steps: int = Field(50, ge=1, le=10_000)
+
+    @field_validator("train", mode="wrap")
+    @classmethod
+    def _train(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """A string names a source: ``builtin:<name>`` or a file, made absolute against the spec's
+        folder (validation context ``base_dir``). Anything else is a list of examples, validated as
+        such, so an error names ``train[2].text`` rather than each member of the union."""
+        if isinstance(value, str):
+            if value.startswith("builtin:"):
+                return value
+            path = Path(value).expanduser()
+            base_dir = (info.context or {}).get("base_dir")
+            if not path.is_absolute() and base_dir is not None:
+                path = Path(base_dir) / path
+            return str(path)
+        return _EXAMPLES.validate_python(value)
+
+
+class DataSubject(SpecModel):
+    """A target example: the prediction whose training examples are audited."""
+
+    id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1)
+    label: str | int
+
+
+def load_training_set(options: DataOptions) -> list[TrainExample]:
+    """The data lens' training examples (inline, a JSONL file or the bundled sentences), limited."""
+    import numpy as np
+
+    if isinstance(options.train, list):
+        rows = list(options.train)
+    elif options.train.startswith("builtin:"):
+        name = options.train[len("builtin:"):]
+        if name != "sentiment":
+            raise SpecError(f"spec field `lens_options.train`: {options.train!r} is not a built-in training set; "
+                            f"fix: use builtin:sentiment, a JSONL file or inline examples", field="lens_options.train")
+        from spex.models.builtins import SENTIMENT_LABELS, sentiment_data
+
+        texts, labels = sentiment_data("train", options.variant)
+        rows = [TrainExample(text=t, label=SENTIMENT_LABELS[y]) for t, y in zip(texts, labels)]
+    else:
+        # The file's rows are validated as if written inline: a bad row is a ValidationError at
+        # ``train[k]`` of these options (the spec reports it as ``lens_options.train[k]...``).
+        rows = list(options.model_validate({**options.model_dump(exclude={"train"}),
+                                            "train": read_jsonl(Path(options.train), field="lens_options.train")}).train)
+    if options.limit is not None and options.limit < len(rows):
+        keep = np.sort(np.random.default_rng(options.sample_seed).permutation(len(rows))[: options.limit])
+        rows = [rows[i] for i in keep]
+    return rows
+
+
+def count_features(options: DataOptions, subject: DataSubject) -> int:
+    """n from the training set alone: its examples, or its groups (``grouped``)."""
+    rows = load_training_set(options)
+    if options.grouped:
+        return len({r.group if r.group is not None else j for j, r in enumerate(rows)})
+    return len(rows)
+
+
+def view(options: DataOptions, subject: DataSubject, vf: Any) -> dict[str, Any]:
+    """The target example and the training examples."""
+    rows = load_training_set(options)
+    return {"kind": "examples", "target": subject.text, "target_label": str(subject.label),
+            "examples": [{"text": r.text, "label": str(r.label)} for r in rows]}
+
+
+def redact_options(options: dict[str, Any], redact: Any) -> dict[str, Any]:
+    """Inline training texts are the user's text (a file path or builtin name is not)."""
+    if isinstance(options.get("train"), list):
+        options = {**options, "train": [{**row, "text": redact(row["text"])} for row in options["train"]]}
+    return options
+
+
+REGISTRATION = LensRegistration(
+    name="data",
+    version=LENS_VERSION,
+    options=DataOptions,
+    subject=DataSubject,
+    implementation="spex.lenses.training_data",
+    argument_fields={"text": "subjects[{i}].text", "label": "subjects[{i}].label", "classes": "lens_options.classes",
+                     "train": "lens_options.train", "model": "model"},
+    view=view,
+    count_features=count_features,
+    default_options={"train": "builtin:sentiment"},
+    subject_text_fields=("text",),
+    redact_options=redact_options,
+)
