@@ -55,12 +55,6 @@ MAX_ERROR_CHARS = 20_000
 COMPARATORS = (">=", ">", "<=", "<", "==")
 
 
-def _jsonable(obj: Any, *, mask: bool = False) -> Any:
-    """``obj`` as JSON values for a JSON column (NaN -> None: Postgres JSONB rejects it), secrets
-    hidden in its strings with ``mask`` (specs, which may hold a database or tracking URL)."""
-    return to_jsonable(obj, text=mask_secrets if mask else None)
-
-
 def _float_or_none(value: Any) -> float | None:
     if value is None:
         return None
@@ -190,15 +184,15 @@ class Writes(Sessions):
             raise ValueError("audit_id is longer than 64 characters")
         values = {
             "kind": kind,
-            "spec": _jsonable(dict(spec), mask=True),
+            "spec": to_jsonable(dict(spec), text=mask_secrets),
             "status": "running",
             "passed": None,
             "started_at": utcnow(),
             "finished_at": None,
             "error": None,
             "code_version": code_version or environment.code_version(),
-            "library_versions": _jsonable(dict(library_versions or environment.library_versions())),
-            "seeds": _jsonable(seeds if seeds is not None else {}),
+            "library_versions": to_jsonable(dict(library_versions or environment.library_versions())),
+            "seeds": to_jsonable(seeds if seeds is not None else {}),
             "mlflow_experiment_id": mlflow_experiment_id,
             "mlflow_run_id": mlflow_run_id,
         }
@@ -289,7 +283,7 @@ class Writes(Sessions):
                 audit_id=audit_id,
                 subject_id=subject_id,
                 mlflow_run_id=mlflow_run_id,
-                metrics=_jsonable(dict(metrics or {})),
+                metrics=to_jsonable(dict(metrics or {})),
                 recorded_at=utcnow(),
             )
             link_set: dict[str, Any] = {
@@ -320,7 +314,7 @@ class Writes(Sessions):
 
         def work(session: Session) -> None:
             link = self._lock_link(session, audit_id, subject_id)
-            link.metrics = {**(link.metrics or {}), **_jsonable(dict(metrics))}
+            link.metrics = {**(link.metrics or {}), **to_jsonable(dict(metrics))}
             if mlflow_run_id is not None:
                 link.mlflow_run_id = mlflow_run_id
 
@@ -375,7 +369,7 @@ class Writes(Sessions):
         """Record a fitted proxy (its hyper-parameters, CV R², and where MLflow keeps it); returns its id."""
         values = {
             "method": method,
-            "hyperparameters": _jsonable(dict(hyperparameters)),
+            "hyperparameters": to_jsonable(dict(hyperparameters)),
             "cv_r2": _float_or_none(cv_r2),
             "mlflow_model_uri": mlflow_model_uri,
             "recorded_at": utcnow(),
@@ -439,9 +433,9 @@ class Writes(Sessions):
         values = {
             "heldout_r2": _float_or_none(heldout_r2),
             "n_heldout": int(n_heldout) if n_heldout is not None else None,
-            "removal": _jsonable(removal),
+            "removal": to_jsonable(removal),
             "exact_r2": _float_or_none(exact_r2),
-            "metrics": _jsonable(dict(metrics or {})),
+            "metrics": to_jsonable(dict(metrics or {})),
             "recorded_at": utcnow(),
         }
 
@@ -471,7 +465,7 @@ class Writes(Sessions):
                         "threshold": float(g.threshold),
                         "value": _float_or_none(g.value),
                         "passed": bool(g.passed),
-                        "details": _jsonable(dict(g.details or {})),
+                        "details": to_jsonable(dict(g.details or {})),
                         "recorded_at": utcnow(),
                     }
                 )
