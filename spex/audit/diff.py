@@ -144,14 +144,3 @@ def diff_rankings(candidate: pd.DataFrame | Iterable[Mapping[str, Any]],
     return SubjectDiff(subject=subject, k=int(k), appeared=appeared, disappeared=disappeared, sign_flips=flips,
                        kept=kept, jaccard=float(jaccard), rank_correlation=correlation,
                        max_rank_shift=int(max(shifts.values(), default=0)), rank_shifts=shifts)
-
-
-def __getattr__(name: str) -> Any:
-    """``from spex.audit.diff import evaluate_gates`` (or ``forbidden_hits``) keeps working until the
-    pipeline's callers import them from :mod:`spex.audit.gates`, where they live now. Resolved lazily
-    because ``spex.audit.gates`` imports this module."""
-    if name in ("evaluate_gates", "forbidden_hits"):
-        from spex.audit import gates
-
-        return getattr(gates, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -89,15 +89,6 @@ def test_evaluated_gates_are_what_the_store_records(tmp_path: Path):
         assert sorted(store.get_audit("gated").gates, key=lambda g: g.metric) == sorted(gates, key=lambda g: g.metric)
 
 
-def test_the_gates_are_still_importable_from_the_diff_module():
-    """Until the pipeline imports them from spex.audit.gates (the lead switches the callers)."""
-    from spex.audit import diff, gates
-
-    assert diff.evaluate_gates is gates.evaluate_gates and diff.forbidden_hits is gates.forbidden_hits
-    with pytest.raises(AttributeError):
-        diff.GateResult  # noqa: B018  (one gate type: spex.records.gate.Gate)
-
-
 def test_the_export_is_read_back_by_shapiq(tmp_path: Path):
     import shapiq
 
