@@ -1,3 +1,3 @@
-"""Prefect flows: audit, release audit, scheduled audits. They chain the tasks of ``tasks/`` (and use
-``spex.audit.spec`` / ``spex.settings`` / ``spex.audit.diff`` for the spec, the paths and the gates); the layers point
+"""Prefect flows: audit, release audit, scheduled audits — compositions only. The audit flow hands the
+stages as Prefect tasks (:mod:`tasks`) to the pipeline of :mod:`spex.audit.pipeline`; the layers point
 one way: flows -> tasks -> spex."""

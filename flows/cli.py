@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +26,9 @@ from spex.cli import (  # noqa: F401  (shared helpers and options)
     _to_json,
     app,
 )
+
+if TYPE_CHECKING:
+    from spex.audit.pipeline import AuditOutcome
 
 # ------------------------------------------------------------------------------------------ audits (run)
 
@@ -123,7 +126,7 @@ def _describe(exc: BaseException) -> str:
 
 class _ProgressView:
     """Per-subject progress with ETA (a rich live display on a terminal, plain lines otherwise),
-    fed by the events tasks emit through :mod:`tasks.runtime`."""
+    fed by the events the audit's stages emit through :mod:`spex.audit.progress`."""
 
     def __init__(self, console: Any, enabled: bool) -> None:
         self.console = console
@@ -147,18 +150,18 @@ class _ProgressView:
                                      console=console, transient=False)
 
     def __enter__(self) -> _ProgressView:
-        from tasks import runtime
+        from spex.audit import progress
 
         if self.enabled:
-            runtime.subscribe(self)
+            progress.subscribe(self)
         if self.progress is not None:
             self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from tasks import runtime
+        from spex.audit import progress
 
-        runtime.unsubscribe(self)
+        progress.unsubscribe(self)
         if self.progress is not None:
             self.progress.stop()
 
@@ -206,68 +209,74 @@ class _ProgressView:
             self._line(f"report written: {e['html']}")
 
 
-def _print_outcome(console: Any, result: dict[str, Any], top: int | None) -> None:
+def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
     """Ranked interactions per subject, the gate table, where the report is, how to open MLflow."""
     from rich.table import Table
 
     k = top or 10
-    for key, s in result["subjects"].items():
-        console.print(f"{result['model']['name']} · {key} · held-out R² {_fmt_float(s['heldout_r2'], 3)}",
+    for key, s in result.subjects.items():
+        console.print(f"{result.model.name} · {key} · held-out R² {_fmt_float(s.heldout_r2, 3)}",
                       markup=False, highlight=False, style="bold")
         table = Table(box=None, pad_edge=False)
         for column in ("rank", "interaction", "order", "value"):
             table.add_column(column, no_wrap=True, justify="right" if column != "interaction" else "left")
-        for r in s["ranking"][:k]:
+        for r in s.ranking[:k]:
             name = " × ".join(r["labels"]) if r.get("labels") else ", ".join(map(str, r["members"]))
             table.add_row(str(r["rank"]), name, str(r["order"]), f"{r['value']:+.4g}")
         console.print(table)
-        diff = (result.get("diffs") or {}).get(key)
+        diff = (result.diffs or {}).get(key)
         if diff:
             console.print(f"  vs baseline: top-{diff['k']} Jaccard {_fmt_float(diff['jaccard'], 3)}, rank correlation "
                           f"{_fmt_float(diff['rank_correlation'], 3)}, max rank shift {diff['max_rank_shift']}, "
                           f"appeared {len(diff['appeared'])}, disappeared {len(diff['disappeared'])}, "
                           f"sign flips {len(diff['sign_flips'])}", markup=False, highlight=False)
         console.print()
-    if result["gates"]:
+    if result.gates:
         console.print("gates", style="bold")
         table = Table(box=None, pad_edge=False)
         for column in ("gate", "value", "", "threshold", "result"):
             table.add_column(column, no_wrap=True)
-        for g in result["gates"]:
-            table.add_row(g["metric"], _fmt_float(g["value"]), g["comparator"], _fmt_float(g["threshold"]),
-                          "pass" if g["passed"] else "FAIL")
+        for g in result.gates:
+            table.add_row(g.metric, _fmt_float(g.value), g.comparator, _fmt_float(g.threshold),
+                          "pass" if g.passed else "FAIL")
         console.print(table)
     else:
         console.print("gates: none configured")
-    for note in result.get("notes") or []:
+    for note in result.notes:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    calls = result.get("model_calls") or {}
+    calls = result.model_calls
     console.print(f"model calls: {calls.get('masks_computed', 0)} masks computed, {calls.get('model_loads', 0)} model loads",
                   markup=False, highlight=False, soft_wrap=True)
-    console.print(f"report:  {result['report']['html']}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"export:  {result['report']['json']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report:  {result.report['html']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"export:  {result.report['json']}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"MLflow:  {_mlflow_ui_command()}   then open {_mlflow_run_url(result)}", markup=False, highlight=False, soft_wrap=True)
-    verdict = "PASS" if result["passed"] else "FAIL (a gate failed)"
-    console.print(f"{result['kind']} {result['audit_id']}: {verdict}", markup=False, highlight=False, soft_wrap=True)
+    verdict = "PASS" if result.passed else "FAIL (a gate failed)"
+    console.print(f"{result.kind} {result.audit_id}: {verdict}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _mlflow_run_url(result: dict[str, Any], tracking_uri: str | None = None) -> str:
+def _mlflow_run_url(result: AuditOutcome, tracking_uri: str | None = None) -> str:
     uri = tracking_uri or settings.mlflow_tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{result.get('mlflow_experiment_id')}/runs/{result.get('mlflow_run_id')}"
+    return f"{base}/#/experiments/{result.mlflow_experiment_id}/runs/{result.mlflow_run_id}"
 
 
-def _finish(result: dict[str, Any], as_json: bool, quiet: bool, top: int | None, console: Any) -> None:
+def _json_outcome(result: AuditOutcome, top: int | None) -> dict[str, Any]:
+    """What ``--json`` prints: the outcome with each subject's ranking cut to its ``top`` rows, and the
+    baseline's outcome (a release audit) without its subjects."""
+    slim = {k: v for k, v in result.to_dict().items() if k != "subjects"}
+    slim["subjects"] = {k: {**{x: y for x, y in s.items() if x != "ranking"}, "top": s["ranking"][: top or 10]}
+                        for k, s in result.to_dict()["subjects"].items()}
+    if "baseline" in slim:
+        slim["baseline"] = {k: v for k, v in slim["baseline"].items() if k != "subjects"}
+    return slim
+
+
+def _finish(result: AuditOutcome, as_json: bool, quiet: bool, top: int | None, console: Any) -> None:
     if as_json:
-        slim = {k: v for k, v in result.items() if k not in ("subjects",)}
-        slim["subjects"] = {k: {**{x: y for x, y in s.items() if x != "ranking"}, "top": s["ranking"][: top or 10]}
-                            for k, s in result["subjects"].items()}
-        if "baseline" in slim:
-            slim["baseline"] = {k: v for k, v in slim["baseline"].items() if k not in ("subjects",)}
-        typer.echo(_to_json(slim))
+        typer.echo(_to_json(_json_outcome(result, top)))
     else:
         _print_outcome(console, result, top)
-    raise typer.Exit(code=0 if result["passed"] else 1)
+    raise typer.Exit(code=0 if result.passed else 1)
 
 
 @contextmanager
@@ -302,7 +311,9 @@ def audit_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.audit import audit, preflight, results_in_data_dir
+        from flows.audit import audit
+        from spex.audit.preflight import preflight
+        from tasks.caching import results_in_data_dir
         from tasks.runners import parse_runner
 
         parse_runner(runner)  # a bad --runner is exit 2 before anything starts
@@ -333,8 +344,9 @@ def release_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.audit import preflight, results_in_data_dir
         from flows.release import release_audit, release_models
+        from spex.audit.preflight import preflight
+        from tasks.caching import results_in_data_dir
         from tasks.runners import parse_runner
 
         parse_runner(runner)  # a bad --runner is exit 2 before anything starts
@@ -404,10 +416,10 @@ def _estimate(audit_spec: Any, batch_size: int | None) -> tuple[list[dict[str, A
     import numpy as np
 
     from spex.ablation import AblationStore, measure_throughput
+    from spex.audit import runtime
+    from spex.audit.sampling import design_masks
     from spex.engine.sampling import holdout as holdout_masks
     from spex.settings import data_dir
-    from tasks import runtime
-    from tasks.sample import design_masks
 
     store = AblationStore(data_dir() / "ablations")
     size = batch_size or min(audit_spec.batch.max_batch, 32)

@@ -101,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda text="": console.print(text, markup=False, highlight=False)  # noqa: E731
     say(f"spex demo · data dir {settings.data_dir()}")
     say(f"  metadata DB {settings.database_url()} · MLflow {settings.mlflow_tracking_uri()} · Prefect: ephemeral API")
-    from flows.audit import audit, results_in_data_dir
+    from flows.audit import audit
     from flows.release import release_audit
+    from spex.audit.pipeline import AuditOutcome
     from spex.audit.spec import load_spec
+    from tasks.caching import results_in_data_dir
 
-    outcomes: list[tuple[str, dict[str, Any]]] = []
+    outcomes: list[tuple[str, AuditOutcome]] = []
     if not args.skip_llm:
         say("\n== 1. features lens: which words drive SmolLM2-135M-Instruct's answers ==")
         spec = load_spec(demo_spec("smollm2-features.yaml")).public_dict()
@@ -132,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("run", "model", "audit", "min held-out R²", "gates", "report"):
         table.add_column(column, no_wrap=True)
     for title, r in outcomes:
-        model = r["model"]
-        version = f" v{model['registry_version']}" if model.get("registry_version") else ""
-        table.add_row(title, f"{model['name']}{version}", r["audit_id"][:12], cli._fmt_float(r["min_heldout_r2"], 3),
-                      "pass" if r["passed"] else "FAIL", r["report"]["html"])
+        version = f" v{r.model.registry_version}" if r.model.registry_version else ""
+        table.add_row(title, f"{r.model.name}{version}", r.audit_id[:12], cli._fmt_float(r.min_heldout_r2, 3),
+                      "pass" if r.passed else "FAIL", r.report["html"])
     console.print(table)
     say(f"\nMLflow UI:  {cli._mlflow_ui_command()}   (then http://127.0.0.1:5000)")
     say("Prefect UI: prefect server start   (then http://127.0.0.1:4200)")

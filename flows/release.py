@@ -7,16 +7,20 @@
    correlation, top-k Jaccard, rank shifts) and every configured gate;
 3. the candidate's MLflow registry version (if it is one) is tagged with the outcome.
 
-Returns the candidate's outcome (``passed`` decides the CLI's exit code) with the baseline's inside.
+Returns the candidate's outcome (``passed`` decides the CLI's exit code) with the baseline's in its
+``baseline`` field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from prefect import flow
 
-from flows.audit import audit, with_model
+from flows.audit import audit
+from spex.audit.pipeline import AuditOutcome
+from spex.audit.preflight import with_model
 from spex.audit.spec import SpecError, validate_spec
 from tasks.runners import open_runner, parse_runner
 
@@ -42,7 +46,7 @@ def release_models(spec: dict[str, Any], candidate: str | None, baseline: str | 
 @flow(name="spex-release-audit", log_prints=False)
 def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: str | None = None,
                   db_url: str | None = None, tracking_uri: str | None = None,
-                  refresh_cache: bool = False, runner: str = "local") -> dict[str, Any]:
+                  refresh_cache: bool = False, runner: str = "local") -> AuditOutcome:
     """Audit ``baseline`` then ``candidate`` (default: the spec's ``baseline`` and ``model``) and diff them.
 
     ``runner`` (``local``, ``ray``, ``ray=ADDRESS``): where the ablation chunks of both audits run; a Ray
@@ -53,6 +57,6 @@ def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: 
         base = audit(spec, model=baseline_model, kind="audit", db_url=db_url, tracking_uri=tracking_uri,
                      refresh_cache=refresh_cache, runner=runner)
         result = audit(spec, model=candidate_model, kind="release",
-                       baseline_model=base["model"], baseline_audit_id=base["audit_id"], db_url=db_url,
+                       baseline_model=base.model, baseline_audit_id=base.audit_id, db_url=db_url,
                        tracking_uri=tracking_uri, refresh_cache=refresh_cache, runner=runner)
-    return {**result, "baseline": base}
+    return dataclasses.replace(result, baseline=base)

@@ -2,7 +2,7 @@
 tasks on a Ray cluster (``ray`` / ``ray=ADDRESS``) through prefect-ray's :class:`RayTaskRunner`.
 
     with open_runner("ray=127.0.0.1:6379") as chunks:      # or "ray": a temporary local cluster
-        pending = chunks.submit(spec, info, masks, store_root, "train", chunk_size, refresh=False)
+        pending = chunks.submit(spec, subject_id, fingerprint, masks, store_root, "train", chunk_size)
         ...                                                   # submit more; all of them run concurrently
         values, stats = pending.gather()
 
@@ -18,12 +18,12 @@ How the Ray runner keeps the guarantees of the local one:
 * **Content-hash cache keys.** The chunk tasks are the same ``ablate`` task with the same cache key
   (fingerprint, mask content, store root), so Prefect's task cache works as before.
 * **The model is loaded once per worker process.** A Ray worker process runs many chunk tasks; the model
-  and the value functions live in :mod:`tasks.runtime`'s per-process cache. GPU tasks are submitted with
+  and the value functions live in :mod:`spex.audit.runtime`'s per-process cache. GPU tasks are submitted with
   ``max_calls=0``: Ray's default for GPU tasks (``max_calls=1``) would end the worker after each task
   and reload the model for every chunk.
 * **One chunk task per GPU.** Each task asks Ray for ``num_gpus=1`` when the cluster has GPUs
   (``num_cpus=1`` and one torch thread on a CPU-only cluster), so Ray never runs two chunks on one
-  accelerator. The machine's model slots (:func:`tasks.runtime.model_slot`, one per local accelerator)
+  accelerator. The machine's model slots (:func:`spex.ablation.slots.model_slot`, one per local accelerator)
   are not taken by Ray tasks: Ray's resource accounting does that job cluster-wide.
 
 Worker processes must reach the same ablation store (a shared file system on a multi-node cluster),
@@ -35,7 +35,6 @@ which only works for a cluster on the same machine).
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks import runtime
+from spex.audit import progress, runtime
+from spex.audit.ablate import ChunkValues, add_stats, empty_stats
+from tasks.ablate import ablate
 
 LOCAL = "local"
 RAY = "ray"
@@ -101,7 +102,8 @@ class _LocalPending:
     """A local runner's submission: computed when gathered, chunk after chunk, in this process."""
 
     spec: dict[str, Any]
-    info: dict[str, Any]
+    subject_id: str
+    fingerprint: str
     masks: np.ndarray
     store_root: str
     role: str
@@ -110,27 +112,23 @@ class _LocalPending:
 
     def gather(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Values of all the masks through chunked ``ablate`` task runs; counts what was computed vs cached."""
-        from tasks.ablate import ablate
-
         task = ablate.with_options(refresh_cache=True) if self.refresh else ablate
-        info, masks = self.info, self.masks
+        masks = self.masks
         values = np.empty(len(masks))
-        stats = {"computed": 0, "from_store": 0, "cached_chunks": 0, "chunks": 0, "compute_seconds": 0.0}
+        stats = empty_stats()
         for lo in range(0, len(masks), self.chunk):
             part = masks[lo:lo + self.chunk]
-            state = task(self.spec, info["id"], info["fingerprint"], part, self.store_root, self.role,
+            state = task(self.spec, self.subject_id, self.fingerprint, part, self.store_root, self.role,
                          return_state=True)
-            result = state.result()
-            values[lo:lo + len(part)] = result["values"]
+            result: ChunkValues = state.result()
+            values[lo:lo + len(part)] = result.values
             stats["chunks"] += 1
             if state.name == "Cached":
                 stats["cached_chunks"] += 1
                 stats["from_store"] += len(part)
-                runtime.emit("masks", subject=info["id"], role=self.role, count=len(part), computed=False)
+                progress.emit("masks", subject=self.subject_id, role=self.role, count=len(part), computed=False)
             else:
-                stats["computed"] += result["stats"]["computed"]
-                stats["from_store"] += result["stats"]["from_store"]
-                stats["compute_seconds"] += result["stats"]["compute_seconds"]
+                add_stats(stats, {k: result.stats[k] for k in ("computed", "from_store", "compute_seconds")})
         return values, stats
 
 
@@ -142,9 +140,9 @@ class LocalChunks:
     spec = RunnerSpec(LOCAL)
     slots = 1
 
-    def submit(self, spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, store_root: str, role: str,
-               chunk: int, refresh: bool) -> _LocalPending:
-        return _LocalPending(spec, info, masks, store_root, role, chunk, refresh)
+    def submit(self, spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,
+               role: str, chunk: int, refresh: bool = False) -> _LocalPending:
+        return _LocalPending(spec, subject_id, fingerprint, masks, store_root, role, chunk, refresh)
 
     def running(self) -> int:
         return 0
@@ -162,14 +160,14 @@ class _Chunk:
     order: np.ndarray                        # sorted position -> row of the chunk's masks
     future: Any
     owner: int
-    result: dict[str, Any] | None = None
+    result: ChunkValues | None = None
     cached: bool = False
     finished: bool = False                   # the Ray task is done (its result may not be collected yet)
 
     def values(self, runner: RayChunks) -> np.ndarray:
         if self.result is None:
             self.result = runner._collect(self)
-        return self.result["values"]
+        return self.result.values
 
 
 @dataclass
@@ -191,8 +189,7 @@ class Pending:
         """(values in mask order, stats like the local path's: computed, from_store, chunks, ...)."""
         if self._done is not None:
             return self._done
-        stats = {"computed": 0, "from_store": self.from_store, "cached_chunks": 0, "chunks": 0,
-                 "compute_seconds": 0.0}
+        stats = {**empty_stats(), "from_store": self.from_store}
         for chunk, rows, positions in self.sources:
             first = chunk.result is None
             self.values[rows] = chunk.values(self.runner)[positions]
@@ -202,14 +199,14 @@ class Pending:
                     stats["cached_chunks"] += 1
                     stats["from_store"] += len(rows)
                 else:
-                    part = chunk.result["stats"]  # type: ignore[index]
+                    part = chunk.result.stats  # type: ignore[union-attr]
                     stats["computed"] += int(part["computed"])
                     stats["from_store"] += int(part["from_store"])
                     stats["compute_seconds"] += float(part["compute_seconds"])
             else:  # computed by another request's chunk (a mask shared between roles)
                 stats["from_store"] += len(rows)
             if first:
-                runtime.emit("masks", subject=self.subject, role=self.role, count=len(rows),
+                progress.emit("masks", subject=self.subject, role=self.role, count=len(rows),
                              computed=not chunk.cached)
         if not np.all(np.isfinite(self.values)):
             raise RuntimeError(f"subject {self.subject!r}: {int((~np.isfinite(self.values)).sum())} masks have no "
@@ -336,31 +333,28 @@ class RayChunks:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield
 
-    def submit(self, spec: dict[str, Any], info: dict[str, Any], masks: np.ndarray, store_root: str, role: str,
-               chunk: int, refresh: bool) -> Pending:
+    def submit(self, spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,
+               role: str, chunk: int, refresh: bool = False) -> Pending:
         """Submit the chunk tasks for ``masks`` (only distinct masks neither stored nor in flight) and return
         at once; :meth:`Pending.gather` waits for the values."""
         from prefect_ray.context import remote_options
 
-        from spex.ablation import mask_keys
-        from spex.engine.sampling import unique_rows
-        from tasks.ablate import ablate
+        from spex.engine.maskbits import mask_keys, unique_rows
 
         if self.task_runner is None:
             raise RuntimeError("the Ray runner is not started (use it as a context manager)")
-        fingerprint = info["fingerprint"]
         masks = np.asarray(masks, dtype=bool)
         with self._lock:
             self._requests += 1
             request = self._requests
         if len(masks) == 0:
-            return Pending(self, request, info["id"], role, masks, np.zeros(0, dtype=np.intp), np.zeros(0))
+            return Pending(self, request, subject_id, role, masks, np.zeros(0, dtype=np.intp), np.zeros(0))
         distinct, inverse = unique_rows(masks)
         store = runtime.ablation_store(store_root)
         values, found = store.lookup(fingerprint, distinct)
-        pending = Pending(self, request, info["id"], role, masks, inverse, values, from_store=int(found.sum()))
+        pending = Pending(self, request, subject_id, role, masks, inverse, values, from_store=int(found.sum()))
         if found.any():
-            runtime.emit("masks", subject=info["id"], role=role, count=int(found.sum()), computed=False)
+            progress.emit("masks", subject=subject_id, role=role, count=int(found.sum()), computed=False)
         todo = np.flatnonzero(~found)
         keys = mask_keys(distinct[todo]) if len(todo) else np.zeros(0)
         task = ablate.with_options(refresh_cache=True) if refresh else ablate
@@ -386,7 +380,7 @@ class RayChunks:
                         part = distinct[rows]
                         part_keys = mask_keys(part)
                         order = np.argsort(part_keys, kind="stable")
-                        parameters = {"spec": spec, "subject_id": info["id"], "fingerprint": fingerprint,
+                        parameters = {"spec": spec, "subject_id": subject_id, "fingerprint": fingerprint,
                                       "masks": part, "store_root": store_root, "role": role,
                                       "limit": False, "threads": self.threads}
                         future = self.task_runner.submit(task, parameters)
@@ -395,7 +389,7 @@ class RayChunks:
                         pending.sources.append((submitted, rows, np.arange(len(rows))))
         return pending
 
-    def _collect(self, chunk: _Chunk) -> dict[str, Any]:
+    def _collect(self, chunk: _Chunk) -> ChunkValues:
         """Wait for a chunk task; its values and the worker it ran on."""
         future = chunk.future
         future.wait()
@@ -403,7 +397,7 @@ class RayChunks:
         result = future.result()
         chunk.cached = state.name == "Cached"
         if not chunk.cached:
-            worker = result["stats"].get("worker") or {}
+            worker = result.stats.get("worker") or {}
             name = f"{worker.get('host', '?')}:{worker.get('pid', '?')}"
             with self._lock:
                 entry = self.workers.setdefault(name, {"model_loads": 0, "value_functions": 0, "chunks": 0,
@@ -411,7 +405,7 @@ class RayChunks:
                 entry["model_loads"] = max(entry["model_loads"], int(worker.get("model_loads", 0)))
                 entry["value_functions"] = max(entry["value_functions"], int(worker.get("value_functions", 0)))
                 entry["chunks"] += 1
-                entry["computed"] += int(result["stats"]["computed"])
+                entry["computed"] += int(result.stats["computed"])
         return result
 
 
@@ -457,8 +451,3 @@ def _token_auth_if_token_available() -> None:
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
-
-def worker_identity() -> dict[str, Any]:
-    """What a chunk task reports about the process it ran in (the flow counts model loads per process)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "model_loads": runtime.COUNTERS["model_loads"],
-            "value_functions": runtime.COUNTERS["value_functions"]}

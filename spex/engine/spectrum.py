@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _DENSE_MAX_N = 22  # dense 2^n paths are used only up to here (4M doubles)
+JSON_FORMAT = 1  # of Spectrum.to_json: bumped when its fields change (from_json reads older formats)
 
 
 class Spectrum:
@@ -171,8 +172,10 @@ class Spectrum:
 
     # ------------------------------------------------------------------ serialisation
     def to_json(self) -> str:
+        """The spectrum as JSON text, tagged with ``JSON_FORMAT`` so a reader can tell what it holds."""
         return json.dumps(
             {
+                "format": JSON_FORMAT,
                 "n": self.n,
                 "members": sets.to_tuples(self.members),
                 "coefficients": self.coefficients.tolist(),
@@ -181,5 +184,11 @@ class Spectrum:
 
     @classmethod
     def from_json(cls, text: str) -> Spectrum:
+        """A spectrum from :meth:`to_json`'s text; a payload without ``format`` (written before formats
+        were numbered) is format 1. A newer format is an error, not a silent misreading."""
         data: dict[str, Any] = json.loads(text)
+        version = data.get("format", 1)
+        if version != JSON_FORMAT:
+            raise ValueError(f"spectrum JSON format {version!r} is not readable by this spex (it reads format "
+                             f"{JSON_FORMAT}); upgrade spex to read it")
         return cls(data["n"], sets.from_tuples(data["members"]), np.array(data["coefficients"]), merge=False)

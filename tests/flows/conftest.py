@@ -25,8 +25,8 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
     from prefect.testing.utilities import prefect_test_harness
 
     data = tmp_path_factory.mktemp("spex-flows")
-    from flows.audit import results_in_data_dir
     from spex.settings import scoped_environ
+    from tasks.caching import results_in_data_dir
 
     with scoped_environ({"SPEX_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": None, "SPEX_DATABASE_URL": None}):
         with prefect_test_harness(server_startup_timeout=120), results_in_data_dir():

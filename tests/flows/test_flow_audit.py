@@ -29,22 +29,22 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
 
     spec = features_spec(bert_v1, gates={"faithfulness_min": -1.0, "forbidden": ["zebra"]})
     result = audit(spec, db_url=db_url)
-    assert result["passed"] is True and result["kind"] == "audit"
-    assert {g["metric"] for g in result["gates"]} == {"faithfulness_min", "forbidden_in_top_k"}
+    assert result.passed is True and result.kind == "audit"
+    assert {g.metric for g in result.gates} == {"faithfulness_min", "forbidden_in_top_k"}
 
     # --- metadata DB rows
     with MetadataStore(db_url) as store:
-        record = store.get_audit(result["audit_id"])
+        record = store.get_audit(result.audit_id)
         assert record.status == "succeeded" and record.passed is True and record.kind == "audit"
         assert record.model.revision.startswith("folder:") and record.model.source_uri == str(bert_v1)
-        assert record.mlflow_run_id == result["mlflow_run_id"]
+        assert record.mlflow_run_id == result.mlflow_run_id
         assert record.spec["lens"] == "features" and record.spec["budget"] == 120
         assert {s.subject.key for s in record.subjects} == {"food", "movie"}
         for s in record.subjects:
             assert s.subject.lens == "features" and s.subject.n_features == len(s.subject.labels) > 5
             assert s.validation is not None and s.validation.n_heldout == 32
             assert math.isfinite(s.validation.heldout_r2)
-            assert s.validation.heldout_r2 == pytest.approx(result["subjects"][s.subject.key]["heldout_r2"])
+            assert s.validation.heldout_r2 == pytest.approx(result.subjects[s.subject.key].heldout_r2)
             assert len(s.validation.removal["choices"]) == 2  # down and up, predicted vs actual
             roles = {a.role: a for a in s.ablation_sets}
             assert set(roles) == {"train", "holdout"} and roles["holdout"].count == 32
@@ -52,7 +52,7 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
             assert len(s.proxies) == 1 and s.proxies[0].mlflow_model_uri.startswith("models:/")
             assert {"fbii", "shapley"} <= set(s.interaction_counts) <= {"fbii", "shapley", "pairs"}
             ranking = store.get_interactions(record.id, s.subject.id, index="fbii")
-            expected = result["subjects"][s.subject.key]["ranking"]
+            expected = result.subjects[s.subject.key].ranking
             assert [tuple(m) for m in ranking["members"]] == [tuple(r["members"]) for r in expected]
             np.testing.assert_allclose(ranking["value"], [r["value"] for r in expected])
             assert s.metrics["masks_computed"] + s.metrics["masks_from_store"] > 0
@@ -60,9 +60,9 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
 
     # --- MLflow: the audit run and one run per subject, with their artifacts
     client = MlflowClient(settings.mlflow_tracking_uri())
-    parent = client.get_run(result["mlflow_run_id"])
+    parent = client.get_run(result.mlflow_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["spex.audit_id"] == result["audit_id"] and parent.data.tags["spex.passed"] == "true"
+    assert parent.data.tags["spex.audit_id"] == result.audit_id and parent.data.tags["spex.passed"] == "true"
     assert parent.data.params["method"] == "proxyspex" and parent.data.params["lens"] == "features"
     assert "min_heldout_r2" in parent.data.metrics and parent.data.metrics["passed"] == 1.0
     report_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
@@ -79,12 +79,12 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
         assert "heldout_r2" in child.data.metrics and "seconds/ablate" in child.data.metrics
 
     # --- the report and its export, under the data dir
-    html = Path(result["report"]["html"])
-    assert html.is_file() and html.parent == flow_env["data"] / "reports" / result["audit_id"]
+    html = Path(result.report["html"])
+    assert html.is_file() and html.parent == flow_env["data"] / "reports" / result.audit_id
     text = html.read_text()
     assert "food" in text and "movie" in text and "pairwise interactions" in text
-    export = json.loads(Path(result["report"]["json"]).read_text())
-    assert export["audit"]["id"] == result["audit_id"] and set(export["subjects"]) == {"food", "movie"}
+    export = json.loads(Path(result.report["json"]).read_text())
+    assert export["audit"]["id"] == result.audit_id and set(export["subjects"]) == {"food", "movie"}
 
     import shapiq
 
@@ -96,31 +96,31 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
 
 def test_a_rerun_makes_no_model_call(flow_env, bert_v1, tmp_path):
     from flows.audit import audit
+    from spex.audit import runtime
     from spex.records.metadata import MetadataStore
-    from tasks import runtime
 
     db = f"sqlite:///{tmp_path / 'meta.db'}"
     spec = features_spec(bert_v1, seed=11)  # a seed of its own: nothing cached by other tests
     first = audit(spec, db_url=db)
-    assert first["model_calls"]["masks_computed"] > 0 and first["model_calls"]["model_loads"] <= 1
+    assert first.model_calls["masks_computed"] > 0 and first.model_calls["model_loads"] <= 1
 
     runtime.clear()  # a fresh process: no model, no value function in memory
     second = audit(spec, db_url=db)
-    assert second["model_calls"] == {"masks_computed": 0, "model_loads": 0, "value_functions_built": 0}
+    assert second.model_calls == {"masks_computed": 0, "model_loads": 0, "value_functions_built": 0}
     for key in ("food", "movie"):
-        assert second["subjects"][key]["ranking"] == first["subjects"][key]["ranking"]
-        assert second["subjects"][key]["heldout_r2"] == first["subjects"][key]["heldout_r2"]
+        assert second.subjects[key].ranking == first.subjects[key].ranking
+        assert second.subjects[key].heldout_r2 == first.subjects[key].heldout_r2
 
     # Without Prefect's cache the ablation store still serves every mask: the model is loaded (to build
     # the value function's identity) but never called on a mask.
     runtime.clear()
     third = audit(spec, db_url=db, refresh_cache=True)
-    assert third["model_calls"]["masks_computed"] == 0
-    assert third["subjects"]["food"]["ranking"] == first["subjects"]["food"]["ranking"]
+    assert third.model_calls["masks_computed"] == 0
+    assert third.subjects["food"].ranking == first.subjects["food"].ranking
 
     # A changed budget is a different audit: nothing cached may carry the old budget over.
     fourth = audit({**spec, "budget": 90}, db_url=db)
-    assert fourth["subjects"]["food"]["budget"] == 90 and fourth["model_calls"]["masks_computed"] > 0
+    assert fourth.subjects["food"].budget == 90 and fourth.model_calls["masks_computed"] > 0
 
     with MetadataStore(db) as store:
         audits = store.list_audits()
@@ -150,11 +150,11 @@ def test_heads_and_data_lenses(flow_env, bert_v1, tmp_path):
     results = [audit(heads, db_url=db), audit(data, db_url=db)]
     with MetadataStore(db) as store:
         for result, lens, n in zip(results, ("heads", "data"), (8, 8)):
-            record = store.get_audit(result["audit_id"])
+            record = store.get_audit(result.audit_id)
             (subject,) = record.subjects
             assert record.status == "succeeded" and subject.subject.lens == lens and subject.subject.n_features == n
             assert subject.validation.n_heldout == 16
-    heads_html = Path(results[0]["report"]["html"]).read_text()
+    heads_html = Path(results[0].report["html"]).read_text()
     assert "L0H0" in heads_html and 'class="grid"' in heads_html
-    data_html = Path(results[1]["report"]["html"]).read_text()
+    data_html = Path(results[1].report["html"]).read_text()
     assert "terrible service" in data_html and 'class="examples"' in data_html

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from spex.audit.spec import SpecError
-from tasks.caching import content_hash, is_transient, key_on
+from spex.content import content_hash
+from tasks.caching import is_transient, key_on
 
 
 def test_cache_keys_hash_content_not_identity():
@@ -46,3 +47,19 @@ def test_only_transient_failures_are_retried():
     assert is_transient(None, None, _failed(ConnectionError("database restarting")))
     assert not is_transient(None, None, _failed(SpecError("spec field `budget`: ...")))
     assert not is_transient(None, None, _failed(ValueError("bad value")))
+
+
+def test_cache_keys_read_fields_of_typed_stage_inputs():
+    from spex.audit.plan import SubjectPlan
+
+    key = key_on("plan.fingerprint", "plan.budget", "masks")
+    context = SimpleNamespace(task=SimpleNamespace(name="fit"))
+    plan = SubjectPlan(id="food", digest="d" * 32, fingerprint="f" * 32, n=12, labels=[f"w{i}" for i in range(12)],
+                       full_value=0.5, target="positive", view={}, describe={}, budget=120)
+    masks = np.random.default_rng(1).random((30, 12)) < 0.5
+    base = {"plan": plan, "masks": masks}
+    renamed = SubjectPlan.of(SubjectPlan(**{**plan.__dict__, "id": "same work, another id"}), 120)
+    assert key(context, base) == key(context, {"plan": renamed, "masks": masks.copy()})
+    assert key(context, base) != key(context, {**base, "plan": SubjectPlan.of(plan, 90)})
+    assert key(context, base) != key(context, {**base, "plan": SubjectPlan.of(
+        SubjectPlan(**{**plan.__dict__, "fingerprint": "e" * 32}), 120)})

@@ -24,6 +24,7 @@ import pytest
 import ray  # noqa: F401,E402  pinned in pyproject.toml: a missing ray fails the suite, never skips it
 
 from tests.flows.flow_models import features_spec
+from tests.flows.tolerances import assert_close_float32
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -88,34 +89,33 @@ class TestInProcessCluster:
         spec = _spec(bert_v1)
         local = _run(monkeypatch, tmp_path / "local", audit, spec)
         ray_run = _run(monkeypatch, tmp_path / "ray", audit, spec, runner="ray")
-        assert local["runner"] == {"runner": "local"}
-        assert ray_run["runner"]["runner"] == "ray" and ray_run["runner"]["cluster"]["CPU"] == 2.0
-        assert ray_run["runner"]["task_resources"] == {"num_cpus": 1}  # no GPU here: one CPU slot per task
+        assert local.runner == {"runner": "local"}
+        assert ray_run.runner["runner"] == "ray" and ray_run.runner["cluster"]["CPU"] == 2.0
+        assert ray_run.runner["task_resources"] == {"num_cpus": 1}  # no GPU here: one CPU slot per task
 
-        print("seconds: local", local["seconds"], "ray", ray_run["seconds"])
+        print("seconds: local", local.seconds, "ray", ray_run.seconds)
         # --- identical results: rankings, values, held-out R², removal. "Identical" up to float32 rounding:
         # a mask's value depends (at ~1e-7) on which other masks share its padded batch, and the Ray runner
         # cuts chunks from the distinct masks not yet stored, so a few batches differ from the local run's.
-        assert set(local["subjects"]) == set(ray_run["subjects"]) == {"food", "movie"}
-        for sid, a in local["subjects"].items():
-            b = ray_run["subjects"][sid]
-            assert [r["members"] for r in a["ranking"]] == [r["members"] for r in b["ranking"]]
-            np.testing.assert_allclose([r["value"] for r in a["ranking"]], [r["value"] for r in b["ranking"]],
-                                       rtol=1e-5, atol=1e-6)
-            assert a["heldout_r2"] == pytest.approx(b["heldout_r2"], abs=1e-5)
-            assert [c["features"] for c in a["removal"]["choices"]] == [c["features"] for c in b["removal"]["choices"]]
+        assert set(local.subjects) == set(ray_run.subjects) == {"food", "movie"}
+        for sid, a in local.subjects.items():
+            b = ray_run.subjects[sid]
+            assert [r["members"] for r in a.ranking] == [r["members"] for r in b.ranking]
+            assert_close_float32([r["value"] for r in a.ranking], [r["value"] for r in b.ranking], ulps=64)
+            assert a.heldout_r2 == pytest.approx(b.heldout_r2, abs=1e-5)
+            assert [c["features"] for c in a.removal["choices"]] == [c["features"] for c in b.removal["choices"]]
 
         # --- the same masks stored with the same values
         stored_local = _store_contents(tmp_path / "local", f"sqlite:///{tmp_path / 'local' / 'meta.db'}",
-                                       local["audit_id"])
+                                       local.audit_id)
         stored_ray = _store_contents(tmp_path / "ray", f"sqlite:///{tmp_path / 'ray' / 'meta.db'}",
-                                     ray_run["audit_id"])
+                                     ray_run.audit_id)
         computed_by_tasks = 0
         for sid, (fp, masks, values) in stored_local.items():
             fp_ray, masks_ray, values_ray = stored_ray[sid]
             assert fp_ray == fp
             np.testing.assert_array_equal(masks_ray, masks)  # load() returns masks in a fixed (sorted) order
-            np.testing.assert_allclose(values_ray, values, rtol=0, atol=1e-5)
+            assert_close_float32(values_ray, values)
             print(sid, "max |ray - local| value difference", float(np.abs(values_ray - values).max()))
 
             # --- every mask computed exactly once: as many rows in the chunk files as distinct masks, and the
@@ -123,12 +123,12 @@ class TestInProcessCluster:
             store = AblationStore(tmp_path / "ray" / "ablations")
             assert _chunk_rows(store, fp) == store.count(fp) == len(masks_ray)
             assert store.stats(fp).conflicts == 0
-            stats = ray_run["subjects"][sid]["stats"]
+            stats = ray_run.subjects[sid].stats
             assert stats["computed"] == len(masks_ray)
             computed_by_tasks += stats["computed"]
             assert stats["chunks"] >= len(masks_ray) // 16  # really cut into concurrent chunk tasks
-        workers = ray_run["runner"]["workers"]
-        assert workers["computed"] == computed_by_tasks == ray_run["model_calls"]["masks_computed"]
+        workers = ray_run.runner["workers"]
+        assert workers["computed"] == computed_by_tasks == ray_run.model_calls["masks_computed"]
         # --- each worker process loaded the model once, however many chunks it ran
         assert 1 <= workers["processes"] <= 2 + 1  # Ray may start a spare worker; at most 2 run at once
         assert workers["max_model_loads_per_process"] == 1
@@ -147,7 +147,7 @@ class TestInProcessCluster:
         assert again["runner"]["runner"] == "ray" and again["model_calls"]["masks_computed"] == 0
         assert all(s["stats"]["chunks"] == 0 and s["stats"]["computed"] == 0 for s in again["subjects"].values())
         assert [r["members"] for r in again["subjects"]["food"]["top"]] == \
-            [r["members"] for r in ray_run["subjects"]["food"]["ranking"][:5]]
+            [r["members"] for r in ray_run.subjects["food"].ranking[:5]]
 
 
 def _cli(*args: str):
@@ -232,16 +232,16 @@ class TestClusterByAddress:
         spec["subjects"] = spec["subjects"][:1]
         data = tmp_path / "cluster"
         result = _run(monkeypatch, data, release_audit, spec, runner=f"ray={ray_head}")
-        base = result["baseline"]
-        assert result["kind"] == "release" and base["kind"] == "audit"
-        assert result["runner"]["runner"] == base["runner"]["runner"] == f"ray={ray_head}"
+        base = result.baseline
+        assert result.kind == "release" and base.kind == "audit"
+        assert result.runner["runner"] == base.runner["runner"] == f"ray={ray_head}"
         store = AblationStore(data / "ablations")
         for leg in (base, result):  # each leg: every distinct mask computed once, by the workers
-            (fp, masks, _), = _store_contents(data, f"sqlite:///{data / 'meta.db'}", leg["audit_id"]).values()
-            assert _chunk_rows(store, fp) == store.count(fp) == len(masks) == leg["model_calls"]["masks_computed"]
+            (fp, masks, _), = _store_contents(data, f"sqlite:///{data / 'meta.db'}", leg.audit_id).values()
+            assert _chunk_rows(store, fp) == store.count(fp) == len(masks) == leg.model_calls["masks_computed"]
         # one Ray connection for both legs: the summary at the end counts both legs' chunks
-        assert base["runner"]["workers"]["computed"] == base["model_calls"]["masks_computed"]
-        workers = result["runner"]["workers"]
-        assert workers["computed"] == base["model_calls"]["masks_computed"] + result["model_calls"]["masks_computed"]
+        assert base.runner["workers"]["computed"] == base.model_calls["masks_computed"]
+        workers = result.runner["workers"]
+        assert workers["computed"] == base.model_calls["masks_computed"] + result.model_calls["masks_computed"]
         # two models (baseline, candidate): a worker process loads each at most once
         assert 1 <= workers["max_model_loads_per_process"] <= 2

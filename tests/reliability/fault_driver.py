@@ -21,8 +21,8 @@ itself, and forks while it has a single thread) — it only skips the imports.
 ``FAULT_DRIVER_OOM_ABOVE=k``: the tiny BERT's ``forward`` raises ``torch.OutOfMemoryError`` for
 batches of more than k rows (a simulated device; spex's code is not touched).
 
-The kill -9 points need none of this: they are the product's own hook (``SPEX_FAULT_KILL_AT``, see
-``tasks.runtime.fault_point``). The process exits with the CLI's exit code.
+The kill -9 points need none of this: they are the package's test hook (``SPEX_FAULT_KILL_AT``, see
+``spex.audit.test_hooks.kill_here_for_tests``). The process exits with the CLI's exit code.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 def _install_actions() -> list[threading.Thread]:
     actions = json.loads(os.environ.get("FAULT_DRIVER_ACTIONS") or "[]")
     threads: list[threading.Thread] = []
-    from tasks import runtime
+    from spex.audit import progress
 
     seen = [0] * len(actions)
     lock = threading.Lock()
@@ -75,7 +75,7 @@ def _install_actions() -> list[threading.Thread]:
                 thread.start()
                 threads.append(thread)
 
-    runtime.subscribe(listener)
+    progress.subscribe(listener)
     return threads
 
 

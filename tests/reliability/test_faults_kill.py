@@ -2,8 +2,8 @@
 publishing): every rerun goes on from what was stored, computes no mask twice, and the last one ends
 with exactly the interactions of an uninterrupted run.
 
-The kill points are the product's fault hook (``SPEX_FAULT_KILL_AT=<stage>:<n>``, inert unless set, see
-``tasks.runtime.fault_point``): the process SIGKILLs itself there, with no cleanup of any kind. The runs
+The kill points are the package's test hook (``SPEX_FAULT_KILL_AT=<stage>:<n>``, inert unless set, see
+``spex.audit.test_hooks.kill_here_for_tests``): the process SIGKILLs itself there, with no cleanup of any kind. The runs
 are chained on one data dir and one Postgres schema — each rerun is killed at the next point — so one
 chain exercises every point and also a run that resumes from several earlier kills.
 """

@@ -73,7 +73,7 @@ def spex_cli(*args: str):
 
 
 def test_postgres_unreachable_at_start(cli_data_dir, rel_model, tmp_path):
-    from tasks import runtime
+    from spex.audit import runtime
 
     spec = write_spec(tmp_path / "spec.yaml", rel_model)
     down = f"postgresql+psycopg://spex:secret@127.0.0.1:{free_port()}/spex"  # nothing listens there

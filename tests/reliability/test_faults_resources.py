@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.flows.tolerances import assert_close_float32
 from tests.reliability.conftest import write_spec
 from tests.reliability.fault_checks import rankings, store_contents, store_health
 
@@ -42,7 +43,7 @@ def test_out_of_memory_above_a_batch_size(spex_run, rel_model, reference_audit, 
     assert sorted(mine) == sorted(theirs)
     for fp in theirs:
         np.testing.assert_array_equal(mine[fp][0], theirs[fp][0])
-        np.testing.assert_allclose(mine[fp][1], theirs[fp][1], rtol=1e-5, atol=1e-6)
+        assert_close_float32(mine[fp][1], theirs[fp][1])
     got, want = rankings(result), rankings(reference_audit["result"])
     for key in want:
         assert [m for m, _, _ in got[key][:5]] == [m for m, _, _ in want[key][:5]]
@@ -71,7 +72,7 @@ def spex_cli(*args: str):
 
 
 def _expect_clean_stop(spec: Path, data: Path, monkeypatch: pytest.MonkeyPatch, reason: str) -> str:
-    from tasks import runtime
+    from spex.audit import runtime
 
     monkeypatch.setenv("SPEX_DATA_DIR", str(data))
     for key in ("SPEX_DATABASE_URL", "MLFLOW_TRACKING_URI", "SPEX_FAULT_KILL_AT"):

@@ -1,0 +1,265 @@
+"""Stage 6: record — the metadata DB (audit, subjects, ablation sets, proxy, interactions, validation,
+gates) and MLflow (runs, params, metrics, ablation sets, proxy model, tables, report, registry tags).
+
+This is the pipeline's record stage, so it lives with the pipeline; :mod:`spex.records` holds the two
+stores it writes to. Every function is idempotent (the store upserts on natural keys; the tracker finds
+its runs again by tags), so a retry after a transient failure, or a rerun of the same audit id, leaves
+one copy of everything. Clients are never arguments: a :class:`Destinations` names the stores by URL and
+each process gets its clients from :mod:`spex.audit.runtime`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spex.audit import progress, runtime
+from spex.audit.ablate import Ablations
+from spex.audit.fitting import Fit
+from spex.audit.owners import process_owner
+from spex.audit.plan import ModelInfo, SubjectPlan
+from spex.audit.sampling import Samples
+from spex.audit.search import Tables, interaction_frame
+from spex.audit.test_hooks import kill_here_for_tests
+from spex.audit.validation import Validation
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """Where an audit's records go: the metadata DB URL and the MLflow tracking URI (None: the
+    configured default, ``SPEX_DATABASE_URL`` / ``MLFLOW_TRACKING_URI``)."""
+
+    db_url: str | None = None
+    tracking_uri: str | None = None
+
+    @property
+    def store(self) -> Any:
+        return runtime.metadata_store(self.db_url)
+
+    @property
+    def tracker(self) -> Any:
+        return runtime.tracker(self.tracking_uri)
+
+
+@dataclass(frozen=True)
+class OpenedAudit:
+    """An audit opened in both stores: its id (the DB's) and its MLflow parent run and experiment."""
+
+    audit_id: str
+    run_id: str
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class RecordedSubject:
+    """A recorded subject: its DB subject id and its MLflow run id."""
+
+    subject_id: int | str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where the report went in MLflow and the tags set on the registry version (None: not a registry model)."""
+
+    report_uri: str
+    registry_tags: dict[str, str] | None
+
+
+def spec_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as MLflow params: everything but the subjects' contents (their count instead); texts
+    redacted under ``privacy.redact_text``."""
+    from spex.audit.spec import redact_spec
+
+    spec = redact_spec(spec)
+    params = {k: v for k, v in spec.items() if k not in ("subjects",)}
+    params["n_subjects"] = len(spec.get("subjects") or [])
+    params["subject_ids"] = [s.get("id") for s in spec.get("subjects") or []]
+    return params
+
+
+def open_audit(to: Destinations, audit_id: str, model: ModelInfo, spec: dict[str, Any], kind: str = "audit",
+               baseline: ModelInfo | None = None, extra: dict[str, Any] | None = None) -> OpenedAudit:
+    """Open the audit in the DB (``running``, with its owner process: lets a later audit tell this one
+    crashed) and its MLflow parent run; link the two."""
+    from spex.audit.spec import redact_spec
+
+    store, tracker = to.store, to.tracker
+    stored_spec = {**redact_spec(spec), "_audit": {**(extra or {}), "owner": process_owner()}}
+    store.start_audit(model.ref(), stored_spec, audit_id=audit_id, kind=kind,
+                      baseline=baseline.ref() if baseline is not None else None, seeds={"seed": spec.get("seed", 0)})
+    tags = {"spex.audit_kind": kind, "spex.model_uri": model.uri}
+    if baseline is not None:
+        tags["spex.baseline_revision"] = baseline.revision
+    run_id = tracker.start_audit_run(audit_id, model.name, spec=spec_params(spec), model_revision=model.revision,
+                                     registry_version=model.registry_version, tags=tags,
+                                     run_name=f"{kind}-{audit_id[:12]}")
+    experiment_id = tracker.experiment_id(model.name)
+    store.attach_mlflow(audit_id, run_id=run_id, experiment_id=experiment_id)
+    return OpenedAudit(audit_id, run_id, experiment_id)
+
+
+def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: SubjectPlan, samples: Samples,
+                   ablations: Ablations, fit: Fit, tables: Tables, validation: Validation,
+                   stats: dict[str, Any]) -> RecordedSubject:
+    """Record one subject everywhere. ``stats``: its ablation counters and ``seconds`` per stage."""
+    store, tracker = to.store, to.tracker
+    audit_id, labels, fingerprint = opened.audit_id, plan.labels, plan.fingerprint
+    sub_run = tracker.start_subject_run(opened.run_id, plan.id, params={
+        "lens": lens, "n_features": plan.n, "budget": plan.budget, "fingerprint": fingerprint,
+        "method": fit.method, "digest": plan.digest,
+    })
+    subject_id = store.record_subject(audit_id, lens=lens, content_digest=plan.digest, key=plan.id, labels=labels,
+                                      n_features=plan.n, description=json.dumps(plan.view), mlflow_run_id=sub_run)
+    for role, masks, values in (("train", samples.train, ablations.train), ("holdout", samples.holdout,
+                                                                              ablations.holdout)):
+        art = tracker.log_ablation_set(sub_run, masks, values, fingerprint=fingerprint, role=role, labels=labels)
+        store.record_ablation_set(audit_id, subject_id, fingerprint=fingerprint, n_features=art.n_features,
+                                  count=art.count, role=role, location=art.artifact_uri, size_bytes=art.size_bytes,
+                                  sha256=art.sha256, mlflow_dataset_digest=art.dataset_digest)
+    kill_here_for_tests("record")
+    diagnostics = fit.diagnostics
+    if fit.booster:
+        import lightgbm as lgb
+
+        hyper = {k: diagnostics.get(k) for k in ("proxy_depth", "proxy_trees", "proxy_learning_rate")
+                 if diagnostics.get(k) is not None}
+        model_uri = tracker.log_proxy(sub_run, lgb.Booster(model_str=fit.booster), params=hyper)
+        store.record_proxy(audit_id, subject_id, hyperparameters={**hyper, "support_size": diagnostics.get("support_size")},
+                           cv_r2=diagnostics.get("proxy_r2"), mlflow_model_uri=model_uri, method=fit.method)
+    for name, table in tables.stored().items():
+        frame = interaction_frame(table, name)
+        store.record_interactions(audit_id, subject_id, frame, index=name)
+        if name != "pairs":
+            tracker.log_interactions(sub_run, frame, index=name)
+    removal = validation.removal
+    store.record_validation(audit_id, subject_id, heldout_r2=validation.heldout_r2, n_heldout=validation.n_heldout,
+                            removal=removal, metrics={"heldout_rmse": validation.heldout_rmse,
+                                                      "heldout_value_std": validation.heldout_value_std})
+    numbers = {
+        "heldout_r2": validation.heldout_r2,
+        "heldout_rmse": validation.heldout_rmse,
+        "n_features": plan.n,
+        "budget": plan.budget,
+        "full_value": plan.full_value if math.isfinite(plan.full_value) else None,
+        "proxy_r2": diagnostics.get("proxy_r2"),
+        "support_size": diagnostics.get("support_size"),
+        "coefficients": fit.coefficients,
+        "masks_computed": stats.get("computed"),
+        "masks_from_store": stats.get("from_store"),
+    }
+    for choice in removal["choices"]:
+        numbers[f"removal/{choice['direction']}/predicted"] = choice["predicted_change"]
+        numbers[f"removal/{choice['direction']}/actual"] = choice["actual_change"]
+    tracker.log_metrics(sub_run, numbers)
+    seconds = {k: float(v) for k, v in (stats.get("seconds") or {}).items()}
+    tracker.log_stage_metrics(sub_run, seconds, calls=int(stats.get("computed", 0)))
+    store.record_subject_metrics(audit_id, subject_id, {
+        **{k: v for k, v in numbers.items() if v is not None}, "seconds": seconds, "fingerprint": fingerprint,
+        "target": plan.target, "method": fit.method, "exact": bool(diagnostics.get("exact")),
+        "constant": tables.constant, "baseline_value": tables.baseline_value, "empty_value": tables.empty_value,
+        "index": tables.index, "order": tables.order, "mlflow_run_id": sub_run,
+    }, mlflow_run_id=sub_run)
+    tracker.end_run(sub_run)
+    return RecordedSubject(subject_id, sub_run)
+
+
+def diff_against_baseline(to: Destinations, audit_id: str, baseline_audit_id: str, index: str,
+                          k: int) -> dict[str, dict[str, Any] | None]:
+    """Per subject: the diff of this audit's ranking against the baseline audit's (both read from the
+    DB); None for a subject the baseline did not audit."""
+    from spex.audit.diff import diff_rankings
+
+    store = to.store
+    candidate = store.get_audit(audit_id)
+    baseline = store.get_audit(baseline_audit_id)
+    base_ids = {s.subject.id for s in baseline.subjects}
+    out: dict[str, dict[str, Any] | None] = {}
+    for s in candidate.subjects:
+        key = s.subject.key
+        if s.subject.id not in base_ids:
+            out[key] = None
+            continue
+        mine = store.get_interactions(audit_id, s.subject.id, index=index)
+        theirs = store.get_interactions(baseline_audit_id, s.subject.id, index=index)
+        out[key] = diff_rankings(mine, theirs, k=k, subject=key).to_dict()
+    return out
+
+
+def finish_audit(to: Destinations, opened: OpenedAudit, gates: list[Any], metrics: dict[str, Any]) -> bool:
+    """Record the gates (:class:`spex.records.gate.Gate`) and mark the audit succeeded; returns whether
+    it passed (no gates: passed)."""
+    store = to.store
+    store.record_gates(opened.audit_id, list(gates))
+    verdict = store.finish_audit(opened.audit_id)
+    passed = True if verdict is None else bool(verdict)
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None and math.isfinite(v)}
+    numbers["passed"] = 1.0 if passed else 0.0
+    for g in gates:
+        if g.value is not None:
+            numbers[f"gate/{g.metric}"] = g.value
+    to.tracker.log_metrics(opened.run_id, numbers)
+    return passed
+
+
+def write_report(to: Destinations, audit_id: str, out_dir: str) -> dict[str, str]:
+    """The HTML report and the JSON export of the audit, built from what the DB recorded."""
+    from spex.report import write_audit_report
+
+    paths = write_audit_report(to.store, audit_id, Path(out_dir))
+    progress.emit("report", audit_id=audit_id, html=str(paths["html"]))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model: ModelInfo, passed: bool,
+            faithfulness: float | None) -> Published:
+    """Log the report to MLflow, tag the registry model version with the outcome, close the run."""
+    kill_here_for_tests("publish")
+    tracker, run_id = to.tracker, opened.run_id
+    report_uri = tracker.log_report(run_id, Path(report["html"]))
+    export_dir = Path(report["json"]).parent
+    tracker.log_artifact(run_id, report["json"], artifact_path="report")
+    shapiq_dir = export_dir / "shapiq"
+    if shapiq_dir.is_dir():
+        tracker.log_artifact(run_id, shapiq_dir, artifact_path="report/shapiq")
+    tags = None
+    if model.in_registry:
+        tags = tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=opened.audit_id,
+                                         status="succeeded", faithfulness=faithfulness, passed=passed, run_id=run_id)
+    tracker.set_tags(run_id, {"spex.passed": str(passed).lower()})
+    tracker.end_run(run_id)
+    return Published(report_uri, tags)
+
+
+def fail_audit(to: Destinations, audit_id: str, run_id: str | None, error: str,
+               model: ModelInfo | None = None) -> None:
+    """Mark the audit failed (DB), its MLflow runs FAILED, and the registry version's audit status.
+
+    Never raises for MLflow: it runs on the error path, and MLflow being down may be the error — the DB
+    says "failed" (the record that gates read), the original error is what the caller must see, and a
+    rerun records the audit again from the ablation store."""
+    to.store.fail_audit(audit_id, error)
+    if not run_id:
+        return
+    try:
+        tracker = to.tracker
+        parent = tracker.client.get_run(run_id)
+        children = tracker.client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+        for child in children:
+            if child.info.status == "RUNNING":
+                tracker.end_run(child.info.run_id, "FAILED")
+        tracker.end_run(run_id, "FAILED")
+        if model is not None and model.in_registry:
+            tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=audit_id,
+                                      status="failed", run_id=run_id)
+    except Exception as exc:  # noqa: BLE001
+        from spex.records.metadata import mask_secrets
+
+        logging.getLogger("spex.record").warning(
+            "audit %s is marked failed in the metadata DB, but its MLflow run %s could not be closed: %s",
+            audit_id, run_id, mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
