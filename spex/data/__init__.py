@@ -54,4 +54,5 @@ def load_head_task(name: str = "capitals") -> tuple[list[str], list[str]]:
 
 
 def head_tasks() -> list[str]:
+    """The names of the bundled heads-lens tasks (for :func:`load_head_task`)."""
     return sorted(_prompts()["heads"])

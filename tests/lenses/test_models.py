@@ -4,20 +4,28 @@ temporary local registry (SQLite tracking store in tmp_path)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 import torch
 
 from spex.errors import SpexInputError
 from spex.models import folder_digest, load, resolve_device, resolve_dtype
 from spex.models.registry import find_model_folder
+from tests.flows.tolerances import assert_close_float32
 
 
 def logits_of(loaded, text="The food was not bad") -> torch.Tensor:
     with torch.no_grad():
         return loaded.model(**loaded.tokenizer(text, return_tensors="pt")).logits
+
+
+def assert_same_outputs(a, b) -> None:
+    """Two loads of the same weights compute the same logits (to float32 rounding)."""
+    assert_close_float32(logits_of(a).numpy(), logits_of(b).numpy())
 
 
 def test_kinds_devices_and_dtypes(gpt2, llama, bert):
@@ -48,6 +56,29 @@ def test_identity_is_a_content_digest(gpt2_dir, tmp_path):
     cfg["layer_norm_epsilon"] = 1e-3
     (copy / "config.json").write_text(json.dumps(cfg))
     assert folder_digest(copy) != folder_digest(gpt2_dir)
+
+
+NO_NETWORK = """
+import socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args)[:120])
+    raise OSError("no network in this test")
+socket.socket.connect = socket.create_connection = refuse
+from spex.models import load
+for folder in sys.argv[1:]:
+    load(folder, device="cpu")
+print(attempts)
+"""
+
+
+def test_loading_a_folder_opens_no_connection_even_online(gpt2_dir, bert_dir, lens_data_dir):
+    """Loading reads local files only, whether or not an entry point set HF_HUB_OFFLINE."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["SPEX_DATA_DIR"] = str(lens_data_dir)
+    out = subprocess.run([sys.executable, "-c", NO_NETWORK, str(gpt2_dir), str(bert_dir)], env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
 def test_clear_errors(tmp_path, gpt2_dir):
@@ -103,8 +134,8 @@ def test_registry_version_and_alias(registry, gpt2):
     assert v1.kind == "causal-lm" and v1.source["version"] == "1"
     assert champion.source["version"] == "2" and champion.uri == "models:/tiny-gpt2@champion"
     assert v1.identity.startswith("mlflow:tiny-gpt2/1#") and champion.identity.startswith("mlflow:tiny-gpt2/2#")
-    torch.testing.assert_close(logits_of(v1), logits_of(gpt2))
-    torch.testing.assert_close(logits_of(champion), logits_of(gpt2))
+    assert_same_outputs(v1, gpt2)
+    assert_same_outputs(champion, gpt2)
     again = load("models:/tiny-gpt2/1", tracking_uri=registry, device="cpu")  # served from the local copy
     assert again.identity == v1.identity and again.path == v1.path
     by_run = load(f"runs:/{run_id}/model", tracking_uri=registry, device="cpu")
@@ -140,7 +171,7 @@ def test_transformers_flavor_layout(tmp_path, gpt2_dir):
     assert folder == root / "model"
     _merge_tokenizer(folder, root)
     loaded = load(folder, device="cpu")
-    np.testing.assert_allclose(logits_of(loaded).numpy(), logits_of(load(gpt2_dir, device="cpu")).numpy())
+    assert_same_outputs(loaded, load(gpt2_dir, device="cpu"))
 
 
 def test_bundled_data():
