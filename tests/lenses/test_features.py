@@ -10,6 +10,7 @@ import torch
 from spex.errors import SpexInputError
 from spex.lenses import features
 from spex.lenses.prompt_features import render, segment
+from tests.lenses.tolerance import approx, assert_close
 
 PROMPT = "The food was not bad, but the service was slow."
 TWO_SENTENCES = "I expected to hate it. Yet I loved every minute!\n\nNever again?"
@@ -121,8 +122,8 @@ def test_reference_is_the_greedy_answer_and_full_mask_value_matches(llama):
     assert vf.target_ids == greedy(llama, prompt_ids, 6) and len(vf.target_ids) > 0
     assert vf.target == llama.tokenizer.decode(vf.target_ids)
     expected = independent_logprob(llama, chat_text, vf.target_ids, special=False)
-    assert vf(np.ones((1, vf.n_features), bool))[0] == pytest.approx(expected, abs=1e-4)
-    assert vf.full_value == pytest.approx(expected, abs=1e-4)
+    assert vf(np.ones((1, vf.n_features), bool))[0] == approx(expected)
+    assert vf.full_value == approx(expected)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -136,7 +137,7 @@ def test_masked_values_match_independent_forwards(name, request):
     masks[0] = True
     values = vf(masks)
     expected = [independent_logprob(loaded, vf.model_input(m), target_ids, special=not vf.chat) for m in masks]
-    np.testing.assert_allclose(values, expected, atol=1e-4)
+    assert_close(values, expected)
     assert np.ptp(values) > 1e-3
 
 
@@ -150,7 +151,7 @@ def test_batch_equals_single_and_one_forward(llama):
     finally:
         handle.remove()
     assert len(calls) == 1
-    np.testing.assert_allclose(batched, [vf(m[None])[0] for m in masks], atol=1e-4)
+    assert_close(batched, [vf(m[None])[0] for m in masks])
 
 
 def test_prefix_cache_gives_the_same_values(llama, gpt2):
@@ -160,7 +161,7 @@ def test_prefix_cache_gives_the_same_values(llama, gpt2):
     assert cached.fingerprint == plain.fingerprint  # same values, so the same store entries
     masks = np.random.default_rng(2).random((9, plain.n_features)) < 0.5
     masks[0] = False
-    np.testing.assert_allclose(cached(masks), plain(masks), atol=1e-4)
+    assert_close(cached(masks), plain(masks))
     assert features(llama, PROMPT, target=" yes")._prefix is not None  # default: on (template prefix)
     assert features(gpt2, PROMPT, target=" yes")._prefix is None  # no shared prefix without a template
 
@@ -171,13 +172,13 @@ def test_classifier_value_is_the_predicted_class_logit(bert):
         logits = bert.model(**bert.tokenizer(PROMPT, return_tensors="pt")).logits[0]
     predicted = int(logits.argmax())
     assert vf.target_class == predicted and vf.target == bert.labels[predicted]
-    assert vf(np.ones((1, vf.n_features), bool))[0] == pytest.approx(float(logits[predicted]), abs=1e-5)
+    assert vf(np.ones((1, vf.n_features), bool))[0] == approx(float(logits[predicted]))
     named = features(bert, PROMPT, target="negative", mask="unk")
     masks = np.random.default_rng(3).random((5, named.n_features)) < 0.5
     with torch.no_grad():
         expected = [float(bert.model(**bert.tokenizer(named.masked_prompt(m), return_tensors="pt")).logits[0, 0])
                     for m in masks]
-    np.testing.assert_allclose(named(masks), expected, atol=1e-5)
+    assert_close(named(masks), expected)
     assert named.fingerprint != vf.fingerprint
     with pytest.raises(SpexInputError, match="not a class"):
         features(bert, PROMPT, target="neutral")

@@ -16,6 +16,7 @@ import torch
 from spex.errors import SpexInputError
 from spex.lenses import heads
 from spex.lenses.attention_heads import head_sites
+from tests.lenses.tolerance import approx, assert_close, tolerance
 
 PROMPTS = ["The capital of France is", "Good but too long. The answer is", "She said the hotel was"]
 ANSWERS = [" Paris", " yes", " clean"]
@@ -93,7 +94,7 @@ def test_gqa_slices_query_heads(llama):
     keep[0, 0] = False
     keep[1, 1] = False
     v = vf(keep)
-    assert abs(v[0] - v[1]) > 1e-6
+    assert abs(v[0] - v[1]) > tolerance(v)[1]  # more than rounding apart
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
@@ -101,8 +102,8 @@ def test_full_mask_is_the_unhooked_model(name, request):
     loaded = request.getfixturevalue(name)
     prompts, answers = task(loaded)
     vf = heads(loaded, prompts, answers)
-    assert vf(np.ones((1, vf.n_features), dtype=bool))[0] == pytest.approx(
-        manual_value(loaded, loaded.model, prompts, answers), abs=1e-4)
+    assert vf(np.ones((1, vf.n_features), dtype=bool))[0] == approx(
+        manual_value(loaded, loaded.model, prompts, answers))
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
@@ -117,7 +118,7 @@ def test_zeroing_one_head_matches_edited_weights(name, request):
         gate = np.ones(H)
         gate[h] = 0
         expected = manual_value(loaded, edited_copy(loaded, {layer: gate}), prompts, answers)
-        assert vf(mask[None])[0] == pytest.approx(expected, abs=1e-4)
+        assert vf(mask[None])[0] == approx(expected)
     assert all(not s.module._forward_pre_hooks for s in vf.sites), "hooks must be removed after compute"
 
 
@@ -135,7 +136,7 @@ def test_batch_of_masks_in_one_forward_equals_single_runs(name, request):
         handle.remove()
     assert len(calls) == 1, "the whole batch of masks must run in one forward"
     single = np.array([vf(m[None])[0] for m in masks])
-    np.testing.assert_allclose(batched, single, atol=1e-4)
+    assert_close(batched, single)
     assert np.ptp(batched) > 1e-4  # masks do change the value
 
 
@@ -143,7 +144,7 @@ def test_rescale_multiplies_kept_heads(gpt2):
     vf = heads(gpt2, PROMPTS, ANSWERS, layers=[1], rescale=True)
     mask = np.array([[True, False, True, False]])
     expected = manual_value(gpt2, edited_copy(gpt2, {1: np.array([2.0, 0, 2.0, 0])}), PROMPTS, ANSWERS)
-    assert vf(mask)[0] == pytest.approx(expected, abs=1e-4)
+    assert vf(mask)[0] == approx(expected)
     assert vf.feature_labels == ["L1H0", "L1H1", "L1H2", "L1H3"]
 
 
@@ -168,7 +169,7 @@ def test_mean_ablation_replaces_head_by_its_reference_mean(name, request):
     mask[[vf.feature_labels.index("L0H2"), vf.feature_labels.index("L1H0"), vf.feature_labels.index("L1H3")]] = False
     gates = {0: np.array([1, 1, 0, 1.0]), 1: np.array([0, 1, 1, 0.0])}
     expected = manual_value(loaded, edited_copy(loaded, gates, means), prompts, answers)
-    assert vf(mask[None])[0] == pytest.approx(expected, abs=1e-4)
+    assert vf(mask[None])[0] == approx(expected)
 
 
 def test_layer_selection_and_errors(llama, bert):
