@@ -6,8 +6,7 @@
   ``f(masks) -> values`` callable the methods take.
 * :func:`measure_throughput` — a value function's forward masks/s and tokens/s (for estimates).
 
-Masks are keyed by their packed bits, :mod:`spex.engine.maskbits` (``mask_keys`` / ``keys_to_masks``
-are re-exported here for the callers that still import them from spex.ablation).
+Masks are keyed by their packed bits, as everywhere in spex: :mod:`spex.engine.maskbits`.
 
 Imports neither torch (used only if already loaded), SQLAlchemy, MLflow nor Prefect.
 """
@@ -27,7 +26,6 @@ from spex.ablation.store import (
     StoreStats,
     read_parquet,
 )
-from spex.engine.maskbits import keys_to_masks, mask_keys
 
 __all__ = [
     "AblationEngine",
@@ -39,8 +37,6 @@ __all__ = [
     "StoreStats",
     "Throughput",
     "is_out_of_memory",
-    "keys_to_masks",
-    "mask_keys",
     "measure_throughput",
     "read_parquet",
 ]

@@ -11,9 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from spex.content import array_digest, bytes_digest
-from spex.engine.maskbits import (
-    unique_rows,  # noqa: F401  (still imported from here by tasks/runners.py; new code: spex.engine.maskbits)
-)
 
 STREAMS = ("train", "holdout", "spex-design", "proxy", "split")
 
