@@ -251,7 +251,7 @@ def part_heads(smollm: Any, minilm: Any, args: argparse.Namespace) -> list[dict[
 
 # ============================================================================================ part 3: data
 def part_data(args: argparse.Namespace) -> dict[str, Any]:
-    from spex.lenses.data import LogisticTrainer, SklearnTrainer
+    from spex.lenses.training_data import LogisticTrainer, SklearnTrainer
 
     rows = load_sentiment()
     train = [r for r in rows if r["split"] == "train"]
