@@ -1,4 +1,4 @@
-"""The one error type of bad input, shared by every layer (the engine, the spec, the CLI).
+"""The error types of bad input, shared by every layer (the engine, the lenses, the spec, the CLI).
 
 It lives outside ``spex.engine`` so that application code can name it without reaching into the math,
 and the engine can raise it without importing anything above it.
@@ -17,3 +17,10 @@ class SpexInputError(ValueError):
     def __init__(self, message: str = "", *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class SpecError(SpexInputError):
+    """A spec that cannot be run: the message names the spec field and the fix (one line)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)

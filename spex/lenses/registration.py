@@ -9,9 +9,9 @@ preflight, which must stay fast. The value function lives in the lens's implemen
 (``implementation``), imported by name on first use; that module may import its registration (its
 ``LENS_VERSION``, its option models), never the other way round, so there is no import cycle.
 
-``SpecModel`` and ``SpecError`` live here, below both the lens registrations and the audit spec that
-assembles them (``spex.audit.spec`` re-exports them): a lens's options are a section of the spec, and
-a registration that reads the spec's files reports a problem as the spec does.
+``SpecModel`` lives here, below both the lens registrations and the audit spec that assembles them: a
+lens's options are a section of the spec. A registration that reads the spec's files reports a problem
+as the spec does, with :class:`spex.errors.SpecError`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,6 @@ from types import MappingProxyType, ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-
-from spex.errors import SpexInputError
-
-
-class SpecError(SpexInputError):
-    """A spec that cannot be run: the message names the field and the fix (one line)."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message, field=field)
 
 
 class SpecModel(BaseModel):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spex.lenses.registration import SpecError
+from spex.errors import SpecError
 
 
 def read_jsonl(path: Path, *, field: str, default_id: bool = False) -> list[dict[str, Any]]:

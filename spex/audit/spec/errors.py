@@ -19,9 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from spex.engine import INDICES, METHODS
-from spex.errors import SpexInputError
+from spex.errors import SpecError, SpexInputError
 from spex.lenses import registry
-from spex.lenses.registration import SpecError
 
 __all__ = ["SpecError", "one_line", "spec_error"]
 

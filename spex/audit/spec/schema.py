@@ -27,9 +27,9 @@ from pydantic import (
 )
 
 from spex.engine import EXACT_MAX_N, INDICES, METHODS, get_method
-from spex.errors import SpexInputError
+from spex.errors import SpecError, SpexInputError
 from spex.lenses import registry
-from spex.lenses.registration import LensRegistration, SpecError, SpecModel
+from spex.lenses.registration import LensRegistration, SpecModel
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 

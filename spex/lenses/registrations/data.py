@@ -17,7 +17,8 @@ from pydantic import (
     field_validator,
 )
 
-from spex.lenses.registration import LensRegistration, SpecError, SpecModel
+from spex.errors import SpecError
+from spex.lenses.registration import LensRegistration, SpecModel
 from spex.lenses.spec_files import read_jsonl
 
 LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
