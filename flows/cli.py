@@ -263,9 +263,10 @@ def _mlflow_run_url(result: AuditOutcome, tracking_uri: str | None = None) -> st
 def _json_outcome(result: AuditOutcome, top: int | None) -> dict[str, Any]:
     """What ``--json`` prints: the outcome with each subject's ranking cut to its ``top`` rows, and the
     baseline's outcome (a release audit) without its subjects."""
-    slim = {k: v for k, v in result.to_dict().items() if k != "subjects"}
+    full = result.to_dict()
+    slim = {k: v for k, v in full.items() if k != "subjects"}
     slim["subjects"] = {k: {**{x: y for x, y in s.items() if x != "ranking"}, "top": s["ranking"][: top or 10]}
-                        for k, s in result.to_dict()["subjects"].items()}
+                        for k, s in full["subjects"].items()}
     if "baseline" in slim:
         slim["baseline"] = {k: v for k, v in slim["baseline"].items() if k != "subjects"}
     return slim

@@ -63,7 +63,7 @@ class PreparedSubject:
 class SubjectPlan(PreparedSubject):
     """A prepared subject with the budget the spec gives it at its number of features."""
 
-    budget: int = 0
+    budget: int
 
     @classmethod
     def of(cls, prepared: PreparedSubject, budget: int) -> SubjectPlan:

@@ -58,7 +58,7 @@ class OpenedAudit:
 class RecordedSubject:
     """A recorded subject: its DB subject id and its MLflow run id."""
 
-    subject_id: int | str
+    subject_id: int
     run_id: str
 
 

@@ -52,12 +52,13 @@ def rankings(result: dict[str, Any]) -> dict[str, list[tuple[tuple[int, ...], fl
 
 
 def assert_close_rankings(got: dict[str, list[tuple[tuple[int, ...], float, int]]],
-                          want: dict[str, list[tuple[tuple[int, ...], float, int]]], *, rtol: float = 1e-6) -> None:
-    """The same ranked interactions (members and ranks exactly) with values equal to float32 rounding:
-    what two runs agree on when some masks were computed in other batches (another padding)."""
-    import numpy as np
+                          want: dict[str, list[tuple[tuple[int, ...], float, int]]]) -> None:
+    """The same ranked interactions (members and ranks exactly) with values equal to float32 rounding
+    of their magnitude (:mod:`tests.flows.tolerances`): what two runs agree on when some masks were
+    computed in other batches (another padding)."""
+    from tests.flows.tolerances import assert_close_float32
 
     assert sorted(got) == sorted(want)
     for key in want:
         assert [(m, r) for m, _, r in got[key]] == [(m, r) for m, _, r in want[key]], key
-        np.testing.assert_allclose([v for _, v, _ in got[key]], [v for _, v, _ in want[key]], rtol=rtol, atol=1e-9)
+        assert_close_float32([v for _, v, _ in got[key]], [v for _, v, _ in want[key]])
