@@ -91,7 +91,8 @@ def _stage(spec: dict[str, Any], infos: list[dict[str, Any]], masks: dict[str, n
     def stage() -> dict[str, Any]:
         start = time.perf_counter()
         with open_runner(runner) as chunks:
-            pending = [chunks.submit(spec, info, masks[info["id"]], store_root, "train", chunk, False) for info in infos]
+            pending = [chunks.submit(spec, info["id"], info["fingerprint"], masks[info["id"]], store_root, "train", chunk)
+                       for info in infos]
             out = [p.gather() for p in pending]  # local: computed here, chunk after chunk; Ray: concurrently
             workers = chunks.worker_summary() if chunks.concurrent else None
         seconds = time.perf_counter() - start
@@ -123,7 +124,7 @@ def measure_runners(args: argparse.Namespace) -> dict[str, Any]:
 
     from spex.ablation import AblationEngine, AblationStore
     from spex.engine.sampling import rng, uniform
-    from tasks import runtime
+    from spex.audit import runtime
 
     torch.set_num_threads(1)
     spec = _spec(_prompts(args.subjects, args.sentences), args.chunk, args.max_batch)

@@ -5,7 +5,7 @@ the type the metadata store records, so a gate is evaluated and stored without t
 
 * ``faithfulness_min``: the worst subject's held-out R² (an unmeasured subject fails it);
 * ``top_k_jaccard_min`` / ``max_rank_shift``: the worst subject's diff against the baseline
-  (:func:`spex.audit.diff.diff_rankings`);
+  (:func:`spex.engine.ranking_diff.diff_rankings`);
 * ``forbidden``: interactions in the top k whose labels match a forbidden pattern.
 
 Pure pandas/numpy (plus the plain ``Gate`` dataclass): usable from a notebook.
@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from spex.audit.diff import SubjectDiff, ranking_rows
+from spex.engine.ranking_diff import SubjectDiff, ranking_rows
 from spex.records.gate import Gate
 
 NO_BASELINE_NOTE = "no baseline to compare with; run a release audit (spex release)"

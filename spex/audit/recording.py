@@ -172,7 +172,7 @@ def diff_against_baseline(to: Destinations, audit_id: str, baseline_audit_id: st
                           k: int) -> dict[str, dict[str, Any] | None]:
     """Per subject: the diff of this audit's ranking against the baseline audit's (both read from the
     DB); None for a subject the baseline did not audit."""
-    from spex.audit.diff import diff_rankings
+    from spex.engine.ranking_diff import diff_rankings
 
     store = to.store
     candidate = store.get_audit(audit_id)

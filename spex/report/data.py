@@ -3,7 +3,7 @@
 The report is built from the DB only — at the end of a flow and by ``spex report AUDIT_ID`` alike —
 so the two can never disagree, and a report can be rebuilt for any recorded audit without MLflow or
 the model. For a release audit the baseline audit (its id is kept in the stored spec) is read too and
-each subject is diffed with :func:`spex.audit.diff.diff_rankings`.
+each subject is diffed with :func:`spex.engine.ranking_diff.diff_rankings`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from spex.audit.diff import SubjectDiff, diff_rankings
+from spex.engine.ranking_diff import SubjectDiff, diff_rankings
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Release diffs (spex.audit.diff) and gates (spex.audit.gates) on hand-made rankings, and the JSON export read back by shapiq."""
+"""Release diffs (spex.engine.ranking_diff) and gates (spex.audit.gates) on hand-made rankings, and the JSON export read back by shapiq."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spex.audit.diff import diff_rankings
+from spex.engine.ranking_diff import diff_rankings
 from spex.audit.gates import evaluate_gates, forbidden_hits
 from spex.audit.spec import Gates
 from tests.report.report_fixtures import recorded_release

@@ -38,7 +38,7 @@ def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def redact_subject_info(info: dict[str, Any]) -> dict[str, Any]:
-    """A prepared subject (``tasks.prepare``) without its text: labels ``f0..``, the view's text dropped
+    """A prepared subject (:func:`spex.audit.plan.prepare_subject`) without its text: labels ``f0..``, the view's text dropped
     (the features' offsets stay), the scored target / response and text-bearing descriptions removed.
     The heads lens keeps its labels and grid: head names (``L0H3``) carry no text of the prompts."""
     n = int(info["n"])

@@ -7,15 +7,17 @@ names one of its arguments is re-raised as a :class:`SpecError` naming the spec 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
 from spex.audit.spec.errors import one_line, spec_error
-from spex.audit.spec.schema import AuditSpec
 from spex.content import content_hash
 from spex.errors import SpexInputError
 from spex.lenses.registrations import data as data_lens
+
+if TYPE_CHECKING:  # annotations only: the schema calls offline_feature_count, so no import back at run time
+    from spex.audit.spec.schema import AuditSpec
 
 T = TypeVar("T")
 

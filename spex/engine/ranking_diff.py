@@ -1,5 +1,9 @@
-"""Release diffs: how the ranked interactions of a subject changed between two model versions (the
-gates a release must pass are in :mod:`spex.audit.gates`).
+"""Ranking diffs: how the ranked interactions of a subject changed between two model versions (the
+gates a release must pass, which read these diffs, are in :mod:`spex.audit.gates`).
+
+Why in the engine: it is arithmetic on two interaction tables (the engine's output) and nothing else,
+and both the release gates (``spex.audit``) and the report (``spex.report``, below the audit: the
+pipeline writes the report) read it.
 
 A ranking is spex's interaction table (``members``, ``value``, ``rank``, optional ``labels``), as
 recorded in the metadata DB. For each subject the diff reports, over the top k:
@@ -13,7 +17,8 @@ recorded in the metadata DB. For each subject the diff reports, over the top k:
 * ``rank_shifts`` / ``max_rank_shift``: for each baseline top-k interaction, how many ranks it moved
   (an interaction the candidate did not record at all counts as ranked just below its table).
 
-Pure pandas/numpy: usable from a notebook on two ``Explanation.interactions()`` tables.
+Pure pandas/numpy (pandas imported with this module, not with ``spex.engine``): usable from a notebook
+on two ``Explanation.interactions()`` tables.
 """
 
 from __future__ import annotations
