@@ -123,8 +123,8 @@ def measure_runners(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from spex.ablation import AblationEngine, AblationStore
-    from spex.engine.sampling import rng, uniform
     from spex.audit import runtime
+    from spex.engine.sampling import rng, uniform
 
     torch.set_num_threads(1)
     spec = _spec(_prompts(args.subjects, args.sentences), args.chunk, args.max_batch)

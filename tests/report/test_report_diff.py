@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from spex.engine.ranking_diff import diff_rankings
 from spex.audit.gates import evaluate_gates, forbidden_hits
 from spex.audit.spec import Gates
+from spex.engine.ranking_diff import diff_rankings
 from tests.report.report_fixtures import recorded_release
 
 
