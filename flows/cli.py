@@ -91,6 +91,7 @@ def _run_errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001  (CI must get exit 2 and one line, never a traceback)
         import os
 
+        # Read raw, not through spex.settings: this is the error path, and a bad setting may be the error.
         if os.environ.get("SPEX_DEBUG") not in (None, "", "0", "false"):
             raise
         _fail(_describe(exc))

@@ -23,7 +23,7 @@ from typing import Any
 from spex import engine as _engine
 from spex.engine import *  # noqa: F403  (the engine's entry points are spex's: spex.explain is spex.engine.explain)
 
-__all__ = [*_engine.__all__, "lenses"]
+__all__ = [*_engine.__all__, "lenses"]  # noqa: F405  (lenses: loaded on first use by __getattr__)
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("lenses", "models", "ablation", "audit", "records", "report", "engine")

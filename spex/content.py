@@ -34,6 +34,12 @@ def bytes_digest(data: bytes | str, size: int = DIGEST_SIZE) -> str:
     return hashlib.blake2b(data, digest_size=size).hexdigest()
 
 
+def hasher(size: int = DIGEST_SIZE) -> hashlib.blake2b:
+    """An incremental hasher of the same digest as :func:`bytes_digest`, for content too large to hold
+    in memory at once (model files): ``update`` it chunk by chunk, then ``hexdigest()``."""
+    return hashlib.blake2b(digest_size=size)
+
+
 def array_digest(array: np.ndarray, size: int = DIGEST_SIZE) -> str:
     """Hex digest of an array's shape, dtype and bytes (bool masks are packed first, so a mask matrix
     and its packed form give the same digest as :func:`spex.engine.sampling.digest`)."""

@@ -44,7 +44,12 @@ from typing import Any
 import numpy as np
 
 from spex.audit import progress, runtime
-from spex.audit.ablate import ChunkValues, add_stats, empty_stats
+from spex.audit.ablate import (
+    ChunkValues,
+    InProcessAblation,
+    InProcessPending,
+    empty_stats,
+)
 from tasks.ablate import ablate
 
 LOCAL = "local"
@@ -98,57 +103,28 @@ def parse_runner(value: str | RunnerSpec | None) -> RunnerSpec:
 
 # ---------------------------------------------------------------------------------------------- local
 @dataclass
-class _LocalPending:
-    """A local runner's submission: computed when gathered, chunk after chunk, in this process."""
+class _LocalPending(InProcessPending):
+    """A local runner's submission: computed when gathered, chunk after chunk, in this process, each
+    chunk one ``ablate`` task run (so a cached chunk costs no look-up at all)."""
 
-    spec: dict[str, Any]
-    subject_id: str
-    fingerprint: str
-    masks: np.ndarray
-    store_root: str
-    role: str
-    chunk: int
-    refresh: bool
+    refresh: bool = False
 
-    def gather(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """Values of all the masks through chunked ``ablate`` task runs; counts what was computed vs cached."""
+    def measure(self, part: np.ndarray) -> tuple[ChunkValues, bool]:
         task = ablate.with_options(refresh_cache=True) if self.refresh else ablate
-        masks = self.masks
-        values = np.empty(len(masks))
-        stats = empty_stats()
-        for lo in range(0, len(masks), self.chunk):
-            part = masks[lo:lo + self.chunk]
-            state = task(self.spec, self.subject_id, self.fingerprint, part, self.store_root, self.role,
-                         return_state=True)
-            result: ChunkValues = state.result()
-            values[lo:lo + len(part)] = result.values
-            stats["chunks"] += 1
-            if state.name == "Cached":
-                stats["cached_chunks"] += 1
-                stats["from_store"] += len(part)
-                progress.emit("masks", subject=self.subject_id, role=self.role, count=len(part), computed=False)
-            else:
-                add_stats(stats, {k: result.stats[k] for k in ("computed", "from_store", "compute_seconds")})
-        return values, stats
+        state = task(self.spec, self.subject_id, self.fingerprint, part, self.store_root, self.role,
+                     return_state=True)
+        return state.result(), state.name == "Cached"
 
 
-class LocalChunks:
+class LocalChunks(InProcessAblation):
     """The default runner: the flow's own process runs the ablate task chunk by chunk, when a
     submission is gathered (nothing runs concurrently)."""
 
-    concurrent = False
     spec = RunnerSpec(LOCAL)
-    slots = 1
 
     def submit(self, spec: dict[str, Any], subject_id: str, fingerprint: str, masks: np.ndarray, store_root: str,
                role: str, chunk: int, refresh: bool = False) -> _LocalPending:
         return _LocalPending(spec, subject_id, fingerprint, masks, store_root, role, chunk, refresh)
-
-    def running(self) -> int:
-        return 0
-
-    def describe(self) -> dict[str, Any]:
-        return {"runner": LOCAL}
 
 
 # ---------------------------------------------------------------------------------------------- ray

@@ -125,17 +125,27 @@ class InProcessPending:
     role: str
     chunk: int
 
+    def measure(self, part: np.ndarray) -> tuple[ChunkValues, bool]:
+        """One chunk's values, and whether they came from a cache that bypassed :func:`ablate_chunk`
+        (never here; the Prefect runner's task cache can)."""
+        audit_spec = runtime.spec_from(self.spec)
+        return ablate_chunk(audit_spec, self.subject_id, self.fingerprint, part, self.store_root, self.role), False
+
     def gather(self) -> tuple[np.ndarray, dict[str, Any]]:
         """(values in mask order, the role's counters: :func:`empty_stats`'s keys)."""
-        audit_spec = runtime.spec_from(self.spec)
         values = np.empty(len(self.masks))
         stats = empty_stats()
         for lo in range(0, len(self.masks), self.chunk):
             part = self.masks[lo:lo + self.chunk]
-            result = ablate_chunk(audit_spec, self.subject_id, self.fingerprint, part, self.store_root, self.role)
+            result, cached = self.measure(part)
             values[lo:lo + len(part)] = result.values
             stats["chunks"] += 1
-            add_stats(stats, {k: result.stats[k] for k in ("computed", "from_store", "compute_seconds")})
+            if cached:
+                stats["cached_chunks"] += 1
+                stats["from_store"] += len(part)
+                progress.emit("masks", subject=self.subject_id, role=self.role, count=len(part), computed=False)
+            else:
+                add_stats(stats, {k: result.stats[k] for k in ("computed", "from_store", "compute_seconds")})
         return values, stats
 
 

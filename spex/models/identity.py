@@ -6,21 +6,20 @@ other weights computed: it must change whenever a file's bytes (or its name) cha
 a copy of a folder elsewhere has the same identity. Hashing is I/O bound (~1 GB/s), so the digest is
 cached under the data dir keyed by each file's (relative name, size, mtime).
 
-The file bytes are hashed as a stream (blake2b of :data:`spex.content.DIGEST_SIZE` bytes, as every
-spex digest): :func:`spex.content.bytes_digest` would need a multi-gigabyte checkpoint in memory at
+The file bytes are hashed as a stream (:func:`spex.content.hasher`, the same blake2b as every spex
+digest): :func:`spex.content.bytes_digest` would need a multi-gigabyte checkpoint in memory at
 once. The cache key is :func:`spex.content.content_hash` of the stat list.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from spex.content import DIGEST_SIZE, content_hash
+from spex.content import content_hash, hasher
 from spex.settings import data_dir
 
 _READ_BYTES = 1 << 22  # 4 MiB reads: large enough for the disk, small enough for memory
@@ -72,7 +71,7 @@ def folder_digest(path: str | Path) -> str:
     hit = _read_digest_cache().get(str(path))
     if isinstance(hit, dict) and hit.get("key") == key:
         return str(hit["digest"])
-    h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    h = hasher()
     for f, (rel, _, _) in zip(files, stats):
         h.update(rel.encode() + b"\0")
         with open(f, "rb") as fh:

@@ -58,6 +58,7 @@ from mlflow.utils.validation import (
 )
 
 from spex import settings
+from spex.content import hasher
 from spex.engine import maskbits
 
 EXPERIMENT_PREFIX = "spex/"
@@ -160,11 +161,11 @@ def ablation_frame(masks: np.ndarray, values: np.ndarray) -> tuple[pd.DataFrame,
 def ablation_digest(masks: np.ndarray, values: np.ndarray) -> str:
     """Content digest of an ablation set (independent of file format and library versions)."""
     masks = np.asarray(masks, dtype=bool)
-    h = hashlib.sha256()
+    h = hasher()
     h.update(np.asarray(masks.shape, dtype=np.int64).tobytes())
     h.update(maskbits.pack(masks).tobytes())
     h.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
 class AuditTracker:

@@ -24,7 +24,7 @@ import pytest
 import ray  # noqa: F401,E402  pinned in pyproject.toml: a missing ray fails the suite, never skips it
 
 from tests.flows.flow_models import features_spec
-from tests.flows.tolerances import assert_close_float32
+from tests.tolerances import assert_close
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -101,7 +101,7 @@ class TestInProcessCluster:
         for sid, a in local.subjects.items():
             b = ray_run.subjects[sid]
             assert [r["members"] for r in a.ranking] == [r["members"] for r in b.ranking]
-            assert_close_float32([r["value"] for r in a.ranking], [r["value"] for r in b.ranking])
+            assert_close([r["value"] for r in a.ranking], [r["value"] for r in b.ranking])
             assert a.heldout_r2 == pytest.approx(b.heldout_r2, abs=1e-5)
             assert [c["features"] for c in a.removal["choices"]] == [c["features"] for c in b.removal["choices"]]
 
@@ -115,7 +115,7 @@ class TestInProcessCluster:
             fp_ray, masks_ray, values_ray = stored_ray[sid]
             assert fp_ray == fp
             np.testing.assert_array_equal(masks_ray, masks)  # load() returns masks in a fixed (sorted) order
-            assert_close_float32(values_ray, values)
+            assert_close(values_ray, values)
             print(sid, "max |ray - local| value difference", float(np.abs(values_ray - values).max()))
 
             # --- every mask computed exactly once: as many rows in the chunk files as distinct masks, and the

@@ -11,7 +11,7 @@ from spex.errors import SpexInputError
 from spex.lenses import features, heads
 from spex.models import load
 from spex.models.builtins import smollm2_gguf_path
-from tests.flows.tolerances import assert_close_float32
+from tests.tolerances import assert_close
 
 pytestmark = pytest.mark.slow
 ULPS_PER_LAYER = 16
@@ -40,7 +40,7 @@ def test_smollm2_builtin_converts_once_and_matches_the_gguf(lens_data_dir):
     ids = model.tokenizer("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         # the same weights through the same kernels: equal to float32 rounding (measured: equal to the bit)
-        assert_close_float32(model.model(**ids).logits.numpy(), gguf.model(**ids).logits.numpy())
+        assert_close(model.model(**ids).logits.numpy(), gguf.model(**ids).logits.numpy())
     del gguf
 
     # features lens: the reference is the model's own answer; the template wraps the masked content
@@ -50,7 +50,7 @@ def test_smollm2_builtin_converts_once_and_matches_the_gguf(lens_data_dir):
     masks[0] = True
     values = vf(masks)
     two_ways = ULPS_PER_LAYER * cfg.num_hidden_layers  # a batch of 4 on the prefix cache vs the plain forward
-    assert_close_float32([values[0]], [vf.full_value], ulps=two_ways)
+    assert_close([values[0]], [vf.full_value], ulps=two_ways)
     assert np.all(values[1:] < values[0] + 1)
 
     # heads lens with grouped-query attention: 9 query heads per layer on the o_proj input
@@ -60,7 +60,7 @@ def test_smollm2_builtin_converts_once_and_matches_the_gguf(lens_data_dir):
     hmasks[1, :9] = False
     hmasks[2, 9:] = False
     hvalues = hv(hmasks)  # (batch == single runs is checked on the tiny models)
-    assert_close_float32([hvalues[0]], [hv.full_value], ulps=two_ways)  # a batch of 3 vs a batch of 1
+    assert_close([hvalues[0]], [hv.full_value], ulps=two_ways)  # a batch of 3 vs a batch of 1
     assert hvalues[0] > -5  # it knows the capitals
     assert np.all(np.abs(hvalues[1:] - hvalues[0]) > 1e-4)  # removing a layer's heads changes the answer
 

@@ -11,7 +11,7 @@ from spex.errors import SpexInputError
 from spex.lenses import data
 from spex.lenses.training_data import LogisticTrainer, SklearnTrainer
 from spex.models.scoring import embed
-from tests.lenses.tolerance import assert_close
+from tests.tolerances import assert_close
 
 
 def blob_encoder(n_classes: int, dim: int = 24, seed: int = 0):

@@ -10,7 +10,7 @@ import torch
 from spex.errors import SpexInputError
 from spex.lenses import features
 from spex.lenses.prompt_features import render, segment
-from tests.lenses.tolerance import approx, assert_close
+from tests.tolerances import approx, assert_close
 
 PROMPT = "The food was not bad, but the service was slow."
 TWO_SENTENCES = "I expected to hate it. Yet I loved every minute!\n\nNever again?"

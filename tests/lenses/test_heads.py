@@ -16,7 +16,7 @@ import torch
 from spex.errors import SpexInputError
 from spex.lenses import heads
 from spex.lenses.attention_heads import head_sites
-from tests.lenses.tolerance import approx, assert_close, tolerance
+from tests.tolerances import approx, assert_close, tolerance
 
 PROMPTS = ["The capital of France is", "Good but too long. The answer is", "She said the hotel was"]
 ANSWERS = [" Paris", " yes", " clean"]

@@ -15,7 +15,7 @@ import torch
 from spex.errors import SpexInputError
 from spex.models import folder_digest, load, resolve_device, resolve_dtype
 from spex.models.registry import find_model_folder
-from tests.flows.tolerances import assert_close_float32
+from tests.tolerances import assert_close
 
 
 def logits_of(loaded, text="The food was not bad") -> torch.Tensor:
@@ -25,7 +25,7 @@ def logits_of(loaded, text="The food was not bad") -> torch.Tensor:
 
 def assert_same_outputs(a, b) -> None:
     """Two loads of the same weights compute the same logits (to float32 rounding)."""
-    assert_close_float32(logits_of(a).numpy(), logits_of(b).numpy())
+    assert_close(logits_of(a).numpy(), logits_of(b).numpy())
 
 
 def test_kinds_devices_and_dtypes(gpt2, llama, bert):

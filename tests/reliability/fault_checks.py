@@ -56,9 +56,9 @@ def assert_close_rankings(got: dict[str, list[tuple[tuple[int, ...], float, int]
     """The same ranked interactions (members and ranks exactly) with values equal to float32 rounding
     of their magnitude (:mod:`tests.flows.tolerances`): what two runs agree on when some masks were
     computed in other batches (another padding)."""
-    from tests.flows.tolerances import assert_close_float32
+    from tests.tolerances import assert_close
 
     assert sorted(got) == sorted(want)
     for key in want:
         assert [(m, r) for m, _, r in got[key]] == [(m, r) for m, _, r in want[key]], key
-        assert_close_float32([v for _, v, _ in got[key]], [v for _, v, _ in want[key]])
+        assert_close([v for _, v, _ in got[key]], [v for _, v, _ in want[key]])

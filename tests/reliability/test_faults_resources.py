@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.flows.tolerances import assert_close_float32
 from tests.reliability.conftest import write_spec
 from tests.reliability.fault_checks import rankings, store_contents, store_health
+from tests.tolerances import assert_close
 
 
 def test_out_of_memory_above_a_batch_size(spex_run, rel_model, reference_audit, tmp_path):
@@ -43,7 +43,7 @@ def test_out_of_memory_above_a_batch_size(spex_run, rel_model, reference_audit, 
     assert sorted(mine) == sorted(theirs)
     for fp in theirs:
         np.testing.assert_array_equal(mine[fp][0], theirs[fp][0])
-        assert_close_float32(mine[fp][1], theirs[fp][1])
+        assert_close(mine[fp][1], theirs[fp][1])
     got, want = rankings(result), rankings(reference_audit["result"])
     for key in want:
         assert [m for m, _, _ in got[key][:5]] == [m for m, _, _ in want[key][:5]]
