@@ -1,4 +1,4 @@
-"""The audit around the engine: the spec, the pipeline stages as plain functions, diffs and gates.
+"""The audit around the engine: the spec, the pipeline stages as plain functions, the release gates.
 
 ``spex.audit.run(spec)`` runs a whole audit in this process, without Prefect (:mod:`spex.audit.pipeline`).
 """
