@@ -49,6 +49,9 @@ QUIET_ENV: dict[str, str] = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TQDM_DISABLE": "1",
+    # The ephemeral Prefect API's first start on a new machine creates and migrates its database; Prefect
+    # waits 20 s for it, and on a busy 2-core machine `make demo` timed out there (seen on a fresh HOME).
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 
