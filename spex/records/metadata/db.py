@@ -24,9 +24,9 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
 # scheme://user:secret@host  ->  scheme://user:***@host (any scheme: DB URLs, MLflow URIs, ...). The
-# secret runs to the LAST "@" of the authority (the "@" after which no other "@" comes before the path,
-# query or end): a raw "@" in a password (``Hunter2@Zeta9``) must not leave its tail in view.
-_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>\S+?)@(?=[^@\s/?#]*(?:[/?#\s]|$))")
+# secret runs to the LAST "@" before a space: a raw "@", ":" or "/" in a password (``Hunter2@Zeta9``)
+# must not leave its tail in view; hiding too much (a host) is the safe side of that choice.
+_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>\S+)@")
 SETTING = "SPEX_DATABASE_URL / --db"
 SQLITE_HINT = "sqlite:////absolute/path/spex.db"
 # key=value style DSNs: password=secret
