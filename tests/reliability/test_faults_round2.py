@@ -28,7 +28,14 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.reliability.conftest import _DROP, DRIVER, REPO, free_port, stop_group, write_spec
+from tests.reliability.conftest import (
+    _DROP,
+    DRIVER,
+    REPO,
+    free_port,
+    stop_group,
+    write_spec,
+)
 from tests.reliability.test_bad_input import _ablations, _records, spex_cli
 
 # A folder no one may create files in, root included (chmod does not stop root; sysfs does).
