@@ -78,17 +78,44 @@ def _quiet_libraries() -> None:
         pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI cancel, ``docker stop``), raised in the main thread: the run unwinds exactly as on
+    Ctrl-C (the audit is marked failed, Prefect's API server is stopped) instead of dying silently."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _on_sigterm_unwind() -> Iterator[None]:
+    """SIGTERM -> :class:`Terminated` for the block (main thread only; the old handler comes back)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _run_errors() -> Iterator[None]:
     """Every failure of an audit run -> one line on stderr and exit 2 (gates failing is exit 1, not here)."""
     from spex.errors import SpexInputError
 
     try:
-        yield
+        with _on_sigterm_unwind():
+            yield
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        _fail("interrupted; the audit is marked failed, and a rerun reuses every mask already measured")
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        _fail(f"{what}; the audit is marked failed, and a rerun reuses every mask already measured")
     except SpexInputError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001  (CI must get exit 2 and one line, never a traceback)
@@ -115,6 +142,10 @@ def _describe(exc: BaseException) -> str:
         return exc.args[0] if exc.args else str(exc)
     if isinstance(exc, (StoreConfigError, SchemaTooNew)):
         return str(exc)
+    if isinstance(exc, sa.exc.SQLAlchemyError) and _raised_in(exc, "mlflow"):  # MLflow's own SQL store
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return (f"MLflow store error: {text[0] if text else type(exc).__name__}; fix: check MLFLOW_TRACKING_URI / "
+                f"--tracking-uri and that the store is reachable and writable")
     if isinstance(exc, sa.exc.SQLAlchemyError):
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         return f"database error: {text[0] if text else type(exc).__name__}; fix: check SPEX_DATABASE_URL / --db and that the database is up"
@@ -126,6 +157,17 @@ def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''} (set SPEX_DEBUG=1 for the traceback)"
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """Whether ``exc`` was raised from inside ``package`` (a frame of its code on the traceback): a
+    SQLAlchemy error of MLflow's store must not be blamed on the metadata DB."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] == package:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class _ProgressView:
@@ -299,6 +341,19 @@ def _spec_data(spec_path: str) -> dict[str, Any]:
     return load_spec(spec_path).public_dict()
 
 
+def _preflight_before_prefect(data: dict[str, Any], models: list[Any]) -> None:
+    """Every check of an audit or release run that needs no Prefect, before Prefect is imported: the
+    spec, each model, MLflow, the metadata DB, the data dir (:func:`spex.audit.preflight.preflight`) and
+    Prefect's home (:func:`flows.api_server.check_home`). A bad input is then one line, never preceded
+    by Prefect's warnings about its home, and costs no Prefect start."""
+    from flows.api_server import check_home
+    from spex.audit.preflight import preflight
+
+    for uri in models:
+        preflight(data, uri)
+    check_home()
+
+
 @app.command("audit")
 def audit_command(
     spec: Annotated[str, typer.Argument(metavar="SPEC", help="The audit spec (YAML).")],
@@ -316,15 +371,15 @@ def audit_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.audit import audit
-        from spex.audit.preflight import preflight
-        from tasks.caching import results_in_data_dir
-        from tasks.runners import parse_runner
-
-        parse_runner(runner)  # a bad --runner is exit 2 before anything starts
         with _connections(db, tracking_uri):
-            preflight(data, model)  # model, DB and data dir checked before a Prefect run starts (fast exit 2)
-            with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
+            _preflight_before_prefect(data, [model])
+            from flows.api_server import prefect_api
+            from flows.audit import audit
+            from tasks.caching import results_in_data_dir
+            from tasks.runners import parse_runner
+
+            parse_runner(runner)  # a bad --runner is exit 2 before anything starts
+            with prefect_api(), _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = audit(data, model=model, refresh_cache=no_cache, runner=runner)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
 
@@ -349,16 +404,17 @@ def release_command(
     console = _console()
     with _run_errors():
         data = _spec_data(spec)
-        from flows.release import release_audit, release_models
-        from spex.audit.preflight import preflight
-        from tasks.caching import results_in_data_dir
-        from tasks.runners import parse_runner
-
-        parse_runner(runner)  # a bad --runner is exit 2 before anything starts
         with _connections(db, tracking_uri):
-            for uri in release_models(data, candidate, baseline):
-                preflight(data, uri)  # both models, the DB and the data dir checked before Prefect starts
-            with _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
+            from spex.audit.preflight import release_models
+
+            _preflight_before_prefect(data, release_models(data, candidate, baseline))
+            from flows.api_server import prefect_api
+            from flows.release import release_audit
+            from tasks.caching import results_in_data_dir
+            from tasks.runners import parse_runner
+
+            parse_runner(runner)  # a bad --runner is exit 2 before anything starts
+            with prefect_api(), _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache,
                                        runner=runner)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)

@@ -20,27 +20,8 @@ from prefect import flow
 
 from flows.audit import audit
 from spex.audit.pipeline import AuditOutcome
-from spex.audit.preflight import with_model
-from spex.audit.spec import SpecError, validate_spec
+from spex.audit.preflight import release_models
 from tasks.runners import open_runner, parse_runner
-
-
-def release_models(spec: dict[str, Any], candidate: str | None, baseline: str | None) -> list[dict[str, Any]]:
-    """(candidate, baseline) model specs of a release audit; a SpecError when there is no baseline or
-    both are the same model."""
-    audit_spec = validate_spec(spec)
-    candidate_spec = with_model(audit_spec, candidate)
-    if baseline is not None:
-        baseline_spec = with_model(audit_spec, baseline)
-    elif audit_spec.baseline is not None:
-        baseline_spec = audit_spec.model_copy(update={"model": audit_spec.baseline})
-    else:
-        raise SpecError("spec field `baseline` is missing: a release audit compares a candidate with a baseline; "
-                        "fix: add baseline: <model URI> to the spec or pass --baseline URI", field="baseline")
-    if baseline_spec.model == candidate_spec.model:
-        raise SpecError(f"the candidate and the baseline are the same model ({candidate_spec.model.uri}); fix: pass "
-                        "--candidate and --baseline URIs of two different versions", field="baseline")
-    return [candidate_spec.model.model_dump(mode="json"), baseline_spec.model.model_dump(mode="json")]
 
 
 @flow(name="spex-release-audit", log_prints=False)

@@ -45,10 +45,15 @@ app = typer.Typer(
 
 @app.callback()
 def _entry_point() -> None:
-    """Every command: offline model loading and telemetry off unless the user set otherwise."""
+    """Every command: offline model loading and telemetry off unless the user set otherwise, and every
+    ``SPEX_*`` setting validated before anything starts (a bad one is one line naming the variable)."""
     from spex import settings
 
     settings.apply_offline_defaults()
+    try:
+        settings.current()
+    except settings.SettingsError as exc:
+        _fail(str(exc))
 
 
 db_app = typer.Typer(help="Metadata database upkeep.", no_args_is_help=True)
@@ -89,7 +94,7 @@ def _errors() -> Iterator[None]:
         raise
     except (AuditNotFound, SubjectNotFound) as exc:
         _fail(exc.args[0] if exc.args else str(exc))
-    except (StoreConfigError, SchemaTooNew, ConnectionError, ValueError) as exc:
+    except (StoreConfigError, SchemaTooNew, ConnectionError, ValueError) as exc:  # SpexInputError included
         _fail(str(exc))
     except sa.exc.SQLAlchemyError as exc:
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -410,7 +415,8 @@ def ui_command(
 
     from spex import settings
 
-    uri = tracking_uri or settings.mlflow_tracking_uri()
+    with _errors():  # the default store lives in the data dir, which may not be usable
+        uri = tracking_uri or settings.mlflow_tracking_uri()
     lines = ["MLflow UI (audits, subjects, metrics, artifacts, registry tags):"]
     if uri.startswith(("http://", "https://")):
         from spex.records.metadata.db import mask_secrets

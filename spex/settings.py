@@ -97,9 +97,18 @@ def current() -> Settings:
 
 
 def data_dir() -> Path:
-    """The data dir (created on first use)."""
+    """The data dir (created on first use); a :class:`SettingsError` naming ``SPEX_DATA_DIR`` when it
+    cannot be a folder (a file is there, HOME is read-only): every command reads it, so the one-line
+    error is made here once instead of a traceback in each of them."""
     path = current().data_dir
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(path))
+    except OSError as exc:
+        where = os.environ.get(PREFIX + "DATA_DIR") or "~/.spex"  # as the user wrote it
+        raise SettingsError(f"the data dir {where} (SPEX_DATA_DIR) cannot be used ({exc.strerror or exc}: "
+                            f"{path}); fix: point SPEX_DATA_DIR at a writable folder") from None
     return path
 
 

@@ -3,13 +3,21 @@
 Order matters for "nothing partial": everything that can reject the input runs BEFORE the audit is
 opened in the DB and MLflow, and a database that is down or a full disk costs no GPU time. The CLI
 calls :func:`preflight` first, so a typo fails in a second with exit 2, before Prefect starts.
+
+First-use set-up (the metadata DB's and the local MLflow store's migrations) happens here, one process
+at a time (:func:`first_use_lock`): two audits started at once on a fresh data dir both ran MLflow's
+migrations ("table _alembic_tmp_tags already exists") and left its store broken.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from spex import settings
@@ -25,6 +33,24 @@ def with_model(spec: AuditSpec, model: str | dict[str, Any] | None) -> AuditSpec
     if isinstance(model, str):
         return spec.model_copy(update={"model": spec.model.model_copy(update={"uri": model})})
     return spec.model_copy(update={"model": ModelSpec.model_validate(model)})
+
+
+def release_models(spec: dict[str, Any], candidate: str | None, baseline: str | None) -> list[dict[str, Any]]:
+    """(candidate, baseline) model specs of a release audit; a SpecError when there is no baseline or
+    both are the same model (here, not in the release flow: the CLI checks it before Prefect starts)."""
+    audit_spec = validate_spec(spec)
+    candidate_spec = with_model(audit_spec, candidate)
+    if baseline is not None:
+        baseline_spec = with_model(audit_spec, baseline)
+    elif audit_spec.baseline is not None:
+        baseline_spec = audit_spec.model_copy(update={"model": audit_spec.baseline})
+    else:
+        raise SpecError("spec field `baseline` is missing: a release audit compares a candidate with a baseline; "
+                        "fix: add baseline: <model URI> to the spec or pass --baseline URI", field="baseline")
+    if baseline_spec.model == candidate_spec.model:
+        raise SpecError(f"the candidate and the baseline are the same model ({candidate_spec.model.uri}); fix: pass "
+                        "--candidate and --baseline URIs of two different versions", field="baseline")
+    return [candidate_spec.model.model_dump(mode="json"), baseline_spec.model.model_dump(mode="json")]
 
 
 def check_data_dir() -> None:
@@ -49,23 +75,53 @@ def check_data_dir() -> None:
                              f"audit needs at least (SPEX_MIN_FREE_MB); {fix}")
 
 
+@contextmanager
+def first_use_lock(path: Path) -> Iterator[None]:
+    """An exclusive kernel lock (``flock``) on ``path`` for the block: what creates or migrates a shared
+    store on first use runs one process at a time (released by the kernel if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def setup_lock() -> Any:
+    """The data dir's first-use lock (its SQLite metadata DB and MLflow store are set up under it)."""
+    return first_use_lock(settings.data_dir() / ".setup.lock")
+
+
+def check_tracking() -> None:
+    """Before any model call: the MLflow tracking store answers, as the metadata DB does (a server at a
+    closed port was found only after the model loaded, and the audit row stayed running). A local store
+    is created and migrated here, under the set-up lock."""
+    from spex.records.tracking import check_store
+
+    with setup_lock():
+        check_store(settings.mlflow_tracking_uri())
+
+
 def check_environment(db_url: str | None) -> None:
     """Before any model call: the data dir is writable and the metadata DB answers (connected,
     migrated). Raises a one-line error naming what is wrong and how to fix it."""
     check_data_dir()
     try:
-        runtime.metadata_store(db_url)
+        with setup_lock():
+            runtime.metadata_store(db_url)
     except ConnectionError as exc:
         raise SpexInputError(f"{exc}; fix: start the database or point SPEX_DATABASE_URL / --db at one that is up") from None
 
 
 def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, db_url: str | None = None) -> str:
     """Check, without loading weights, that the spec is valid, its model resolves (the path exists, the
-    registry version or alias exists), the metadata DB answers and the data dir is writable; returns
+    registry version or alias exists), MLflow and the metadata DB answer and the data dir is writable; returns
     the model's cheap key."""
     audit_spec = with_model(validate_spec(spec), model)
     audit_spec.check_offline()  # n vs budget from the text alone, custom model code not trusted: no model load
     check_data_dir()
+    check_tracking()  # before the model key: resolving a models:/ URI opens the registry store
     try:
         key = runtime.cheap_model_key(audit_spec.model)
     except SpecError:

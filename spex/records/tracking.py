@@ -94,6 +94,43 @@ def _is_local_store(uri: str) -> bool:
     return urlparse(uri).scheme in ("", "file", "sqlite")
 
 
+TRACKING_SETTING = "MLFLOW_TRACKING_URI / --tracking-uri"
+SERVER_PROBE_TIMEOUT_S = 10.0
+
+
+def check_store(uri: str) -> None:
+    """The tracking store at ``uri`` answers, or a one-line :class:`SpexInputError` naming the setting.
+
+    A server is asked once, with a short timeout and no retries (MLflow's client retries a refused
+    connection for minutes); any HTTP answer, even 401, means it is up. A local store is opened, which
+    creates and migrates it on first use (callers hold the data dir's set-up lock)."""
+    from spex.errors import SpexInputError
+    from spex.records.metadata.db import mask_secrets
+
+    shown = mask_secrets(uri)
+    if urlparse(uri).scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_PROBE_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise SpexInputError(f"the MLflow tracking server at {shown} does not answer ({mask_secrets(str(reason))}); "
+                                 f"fix: start it, or point {TRACKING_SETTING} at one that is up") from None
+        return
+    if not _is_local_store(uri):
+        return  # databricks, ...: MLflow's own client reports on first use
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001  (MLflow and SQLAlchemy raise many kinds here)
+        text = str(getattr(exc, "orig", None) or getattr(exc, "message", None) or exc).strip().splitlines()
+        raise SpexInputError(f"the MLflow store at {shown} cannot be opened ({mask_secrets(text[0]) if text else type(exc).__name__}); "
+                             f"fix: point {TRACKING_SETTING} at a writable store, or unset it for the one in the data dir") from None
+
+
 def flatten_params(params: Mapping[str, Any], *, prefix: str = "", sep: str = ".") -> dict[str, str]:
     """Nested mappings as ``a.b.c`` keys with string values MLflow accepts (lists as JSON, long
     values truncated to MLflow's limit with a marker, keys sanitized)."""

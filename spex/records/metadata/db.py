@@ -23,8 +23,12 @@ from sqlalchemy.engine import URL, make_url
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
-# scheme://user:secret@host  ->  scheme://user:***@host (any scheme: DB URLs, MLflow URIs, ...)
-_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)@")
+# scheme://user:secret@host  ->  scheme://user:***@host (any scheme: DB URLs, MLflow URIs, ...). The
+# secret runs to the LAST "@" before a space: a raw "@", ":" or "/" in a password (``Hunter2@Zeta9``)
+# must not leave its tail in view; hiding too much (a host) is the safe side of that choice.
+_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>\S+)@")
+SETTING = "SPEX_DATABASE_URL / --db"
+SQLITE_HINT = "sqlite:////absolute/path/spex.db"
 # key=value style DSNs: password=secret
 _PASSWORD_KV = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)")
 
@@ -45,10 +49,7 @@ def mask_secrets(text: str) -> str:
 
 def normalize_url(url: str | URL) -> URL:
     """Parse ``url`` and route plain ``postgresql://`` (and ``postgres://``) to psycopg 3."""
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except sa.exc.ArgumentError as exc:
-        raise StoreConfigError(f"not a database URL: {mask_secrets(str(url))!r}") from exc
+    parsed = _parse(url)
     backend = parsed.get_backend_name()
     if backend == "postgres":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -56,9 +57,34 @@ def normalize_url(url: str | URL) -> URL:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
         raise StoreConfigError(
-            f"unsupported database backend {parsed.get_backend_name()!r} in {describe_url(parsed)}; "
-            f"use sqlite:/// or postgresql+psycopg://"
+            f"{SETTING}: unsupported database backend {parsed.get_backend_name()!r} in {describe_url(parsed)}; "
+            f"fix: use {SQLITE_HINT} or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
         )
+    return parsed
+
+
+def _parse(url: str | URL) -> URL:
+    """``url`` parsed, or a one-line :class:`StoreConfigError` that names the setting and the fix.
+
+    Why here: every URL the store opens passes through :func:`normalize_url`, so a plain file path, a
+    port that is not a number or a raw ``@`` in a password is refused once, before any connection, and
+    never as a driver's message that echoes the part of the password after the ``@``."""
+    if isinstance(url, URL):
+        return url
+    shown = mask_secrets(url)
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        sqlite = f"sqlite:///{Path(url).expanduser().absolute()}" if "://" not in url else SQLITE_HINT
+        raise StoreConfigError(f"{SETTING}: {shown!r} is not a database URL; fix: for a SQLite file write "
+                               f"{sqlite} (sqlite:/// and then the absolute path), for Postgres "
+                               f"postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB") from None
+    except ValueError:  # make_url turns the port into an int
+        raise StoreConfigError(f"{SETTING}: {shown!r} has a port that is not a number; fix: write the port "
+                               f"as digits, e.g. HOST:5432") from None
+    if "@" in (parsed.host or ""):
+        raise StoreConfigError(f"{SETTING}: {shown!r} has a raw `@` in its password or user name; fix: "
+                               f"URL-encode `@` as `%40` (and `:` as `%3A`, `/` as `%2F`)")
     return parsed
 
 
@@ -66,8 +92,10 @@ def describe_url(url: str | URL) -> str:
     """The URL as it may be shown to people: password hidden."""
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return mask_secrets(str(url))
+    if "@" in (parsed.host or ""):  # a raw "@" in the password: the parser cut the password short
+        return mask_secrets(parsed.render_as_string(hide_password=False))
     return parsed.render_as_string(hide_password=True)
 
 
