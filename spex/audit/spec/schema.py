@@ -230,7 +230,9 @@ class AuditSpec(SpecModel):
             try:
                 get_method(method, **value)
             except SpexInputError as exc:
-                raise ValueError(f"{exc}; fix: remove or correct that option") from None
+                field = f"method_options.{exc.field}" if exc.field else "method_options"
+                fix = "correct that option" if exc.field else "remove or correct that option"
+                raise SpecError(f"spec field `{field}`: {exc}; fix: {fix}", field=field) from None
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,161 @@
+"""Bad input, round two (issue 16): one row per case, through the real CLI where a user meets it.
+
+The rows are checked as ``test_bad_input.py`` checks its own (whose fixtures and helpers this module
+imports): exit code 2, exactly one line on stderr that starts with ``error:``, names the field (or the
+file) and says ``fix:``, nothing on stdout, and nothing partial — no audit row in the metadata DB, no
+MLflow run, no ablation written. A row's ``input`` is a spec (a dict, YAML text or bytes) or a function
+that builds the spec file in the module's folder (a FIFO, a JSONL file, a broken model folder).
+``case`` is the number of the case in issue 16.
+
+docs/reliability.md ("Bad input, round two (issue 16)") lists the same table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.reliability.test_bad_input import (
+    MODEL,
+    _ablations,
+    _records,
+    _resolve,
+    spec,
+    spex_cli,
+    subject,
+)
+from tests.reliability.test_bad_input import (  # noqa: F401  (pytest finds them by their fixture names)
+    env as _env_fixture,
+    prefect as _prefect_fixture,
+)
+
+Env = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    case: int  # the number of the case in issue 16
+    name: str
+    input: Any  # a spec dict, YAML text / bytes, or build(env) -> the spec path
+    names: str  # what the one line must name
+    flow: bool = False  # needs the tiny model's tokenizer or classes: runs the flow (Prefect harness)
+
+
+def _words(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(n))
+
+
+# ---------------------------------------------------------------------------------------------- builders
+def _spec_file(env: Env, body: Any, name: str = "spec.yaml") -> Path:
+    path = env["root"] / name
+    path.write_text(yaml.safe_dump(_resolve(body, env), allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _subjects_file(content: bytes) -> Callable[[Env], Path]:
+    """A spec whose subjects are the JSONL ``content`` (written beside it as ``subjects.jsonl``)."""
+
+    def build(env: Env) -> Path:
+        (env["root"] / "subjects.jsonl").write_bytes(content)
+        return _spec_file(env, spec(subjects={"file": "subjects.jsonl"}))
+
+    return build
+
+
+def _fifo(env: Env) -> Path:
+    path = env["root"] / "spec.fifo"
+    if not path.exists():
+        os.mkfifo(path)  # no writer: reading it would block for ever
+    return path
+
+
+BILLION_LAUGHS = "model: <bert>\nlens: features\nsubjects: [{id: a, prompt: the food was good}]\nmethod_options:\n" + \
+    "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"  {b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+
+
+ROWS: list[Row] = [
+    # -------------------------------------------------------------- serious
+    Row(1, "a data subject's field on a features subject", spec(**subject(text="the food was good")),
+        "`subjects[0].text`"),
+    Row(1, "a features subject's field on a data subject",
+        spec(lens="data", subjects=[{"id": "a", "prompt": "the food was good", "label": "positive"}]),
+        "`subjects[0].prompt`"),
+    Row(1, "a heads option on the features lens", spec(lens_options={"layers": [0]}), "`lens_options.layers`"),
+    Row(2, "YAML alias bomb in method_options", BILLION_LAUGHS, "alias"),
+    Row(3, "method option of the wrong type", spec(method_options={"max_trees": "many"}),
+        "`method_options.max_trees`"),
+    Row(3, "method option depths not a list", spec(method_options={"depths": 3}), "`method_options.depths`"),
+    Row(4, "prompt of zero-width spaces only", spec(**subject(prompt="\u200b\u200b \u200b\u2060")),
+        "`subjects[0].prompt`"),
+    Row(6, "NUL character in a prompt", spec(**subject(prompt="the food\x00 was good")), "`subjects[0].prompt`"),
+    # -------------------------------------------------------------- message quality
+    Row(19, "20,000 nested brackets", "model: " + "[" * 20_000 + "]" * 20_000 + "\n", "spec file"),
+    Row(22, "spec path is a FIFO", _fifo, "spec file"),
+    Row(23, "bad field in a subjects JSONL row",
+        _subjects_file(b'{"id": "a", "prompt": "x y"}\n\n{"id": "b", "prompt": 5}\n'), "subjects.jsonl line 3"),
+    Row(24, "duplicate key in a subjects JSONL row",
+        _subjects_file(b'{"id": "a", "prompt": "x y", "prompt": "z"}\n'), "`subjects.file`"),
+    Row(28, "subjects JSONL not UTF-8", _subjects_file(b'{"id": "a", "prompt": "caf\xe9"}\n'), "`subjects.file`"),
+]
+
+
+def test_every_row_has_an_issue_case() -> None:
+    assert len({r.name for r in ROWS}) == len(ROWS)
+    assert all(1 <= r.case <= 31 for r in ROWS)
+
+
+# ---------------------------------------------------------------------------------------------- the check
+def _write(row: Row, env: Env) -> Path:
+    if callable(row.input):
+        return row.input(env)
+    path = env["root"] / "spec.yaml"
+    if isinstance(row.input, bytes):
+        path.write_bytes(row.input)
+    elif isinstance(row.input, str):
+        path.write_text(row.input.replace(MODEL, str(env["bert"])), encoding="utf-8")
+    else:
+        return _spec_file(env, row.input)
+    return path
+
+
+def refused_with_one_line(env: Env, args: list[str], names: str) -> str:
+    """Run ``spex <args>``; assert exit 2, one ``error: ... fix: ...`` line naming ``names``, nothing on
+    stdout, nothing written; return the line."""
+    before_audits, before_runs, _ = _records(env["data"])
+    before_ablations = _ablations(env["data"])
+    result = spex_cli(*args)
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: ") and "Traceback" not in result.output, line
+    assert names in line and "fix:" in line, line
+    assert result.stdout.strip() == "", result.stdout
+    after_audits, after_runs, running = _records(env["data"])
+    assert after_audits == before_audits == 0  # no half audit in the metadata DB
+    assert after_runs == before_runs and running == []  # no MLflow run, none left RUNNING
+    assert _ablations(env["data"]) == before_ablations  # no ablation written
+    return line
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r.case}-{r.name}" for r in ROWS])
+def test_bad_input_round2_exits_2_with_one_line(row: Row, env: Env, request: pytest.FixtureRequest) -> None:
+    if row.flow:
+        request.getfixturevalue("prefect")
+    refused_with_one_line(env, ["audit", str(_write(row, env)), "--quiet"], row.names)
+
+
+# ---------------------------------------------------------------------------------------------- the wording
+def test_a_field_of_another_lens_says_whose_it_is(env: Env) -> None:
+    """#1: not "did you mean" a look-alike field of this lens, but the lens the field belongs to."""
+    line = refused_with_one_line(env, ["audit", str(_spec_file(env, spec(**subject(text="x y")))), "--quiet"],
+                                 "`subjects[0].text`")
+    assert "`text` belongs to the data lens; the features lens takes `prompt`" in line, line
+    assert "did you mean" not in line, line
