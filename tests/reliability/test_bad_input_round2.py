@@ -21,28 +21,32 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.reliability.test_bad_input import (
+from tests.reliability.test_bad_input import (  # noqa: F401  (the fixtures: found by pytest under these names)
     MODEL,
     _ablations,
     _records,
     _resolve,
+    env,
+    prefect,
     spec,
     spex_cli,
     subject,
 )
-from tests.reliability.test_bad_input import (  # noqa: F401  (pytest finds them by their fixture names)
-    env as _env_fixture,
-    prefect as _prefect_fixture,
-)
 
 Env = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def ctx(env: Env) -> Env:  # noqa: F811
+    """The bad-input module's data dir and tiny models (``test_bad_input.env``), for this module."""
+    return env
 
 
 @dataclass(frozen=True)
 class Row:
     case: int  # the number of the case in issue 16
     name: str
-    input: Any  # a spec dict, YAML text / bytes, or build(env) -> the spec path
+    input: Any  # a spec dict, YAML text / bytes, or build(ctx) -> the spec path
     names: str  # what the one line must name
     flow: bool = False  # needs the tiny model's tokenizer or classes: runs the flow (Prefect harness)
 
@@ -52,24 +56,24 @@ def _words(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- builders
-def _spec_file(env: Env, body: Any, name: str = "spec.yaml") -> Path:
-    path = env["root"] / name
-    path.write_text(yaml.safe_dump(_resolve(body, env), allow_unicode=True), encoding="utf-8")
+def _spec_file(ctx: Env, body: Any, name: str = "spec.yaml") -> Path:
+    path = ctx["root"] / name
+    path.write_text(yaml.safe_dump(_resolve(body, ctx), allow_unicode=True), encoding="utf-8")
     return path
 
 
 def _subjects_file(content: bytes) -> Callable[[Env], Path]:
     """A spec whose subjects are the JSONL ``content`` (written beside it as ``subjects.jsonl``)."""
 
-    def build(env: Env) -> Path:
-        (env["root"] / "subjects.jsonl").write_bytes(content)
-        return _spec_file(env, spec(subjects={"file": "subjects.jsonl"}))
+    def build(ctx: Env) -> Path:
+        (ctx["root"] / "subjects.jsonl").write_bytes(content)
+        return _spec_file(ctx, spec(subjects={"file": "subjects.jsonl"}))
 
     return build
 
 
-def _fifo(env: Env) -> Path:
-    path = env["root"] / "spec.fifo"
+def _fifo(ctx: Env) -> Path:
+    path = ctx["root"] / "spec.fifo"
     if not path.exists():
         os.mkfifo(path)  # no writer: reading it would block for ever
     return path
@@ -112,24 +116,24 @@ def test_every_row_has_an_issue_case() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the check
-def _write(row: Row, env: Env) -> Path:
+def _write(row: Row, ctx: Env) -> Path:
     if callable(row.input):
-        return row.input(env)
-    path = env["root"] / "spec.yaml"
+        return row.input(ctx)
+    path = ctx["root"] / "spec.yaml"
     if isinstance(row.input, bytes):
         path.write_bytes(row.input)
     elif isinstance(row.input, str):
-        path.write_text(row.input.replace(MODEL, str(env["bert"])), encoding="utf-8")
+        path.write_text(row.input.replace(MODEL, str(ctx["bert"])), encoding="utf-8")
     else:
-        return _spec_file(env, row.input)
+        return _spec_file(ctx, row.input)
     return path
 
 
-def refused_with_one_line(env: Env, args: list[str], names: str) -> str:
+def refused_with_one_line(ctx: Env, args: list[str], names: str) -> str:
     """Run ``spex <args>``; assert exit 2, one ``error: ... fix: ...`` line naming ``names``, nothing on
     stdout, nothing written; return the line."""
-    before_audits, before_runs, _ = _records(env["data"])
-    before_ablations = _ablations(env["data"])
+    before_audits, before_runs, _ = _records(ctx["data"])
+    before_ablations = _ablations(ctx["data"])
     result = spex_cli(*args)
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     lines = result.stderr.strip().splitlines()
@@ -138,24 +142,24 @@ def refused_with_one_line(env: Env, args: list[str], names: str) -> str:
     assert line.startswith("error: ") and "Traceback" not in result.output, line
     assert names in line and "fix:" in line, line
     assert result.stdout.strip() == "", result.stdout
-    after_audits, after_runs, running = _records(env["data"])
+    after_audits, after_runs, running = _records(ctx["data"])
     assert after_audits == before_audits == 0  # no half audit in the metadata DB
     assert after_runs == before_runs and running == []  # no MLflow run, none left RUNNING
-    assert _ablations(env["data"]) == before_ablations  # no ablation written
+    assert _ablations(ctx["data"]) == before_ablations  # no ablation written
     return line
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r.case}-{r.name}" for r in ROWS])
-def test_bad_input_round2_exits_2_with_one_line(row: Row, env: Env, request: pytest.FixtureRequest) -> None:
+def test_bad_input_round2_exits_2_with_one_line(row: Row, ctx: Env, request: pytest.FixtureRequest) -> None:
     if row.flow:
         request.getfixturevalue("prefect")
-    refused_with_one_line(env, ["audit", str(_write(row, env)), "--quiet"], row.names)
+    refused_with_one_line(ctx, ["audit", str(_write(row, ctx)), "--quiet"], row.names)
 
 
 # ---------------------------------------------------------------------------------------------- the wording
-def test_a_field_of_another_lens_says_whose_it_is(env: Env) -> None:
+def test_a_field_of_another_lens_says_whose_it_is(ctx: Env) -> None:
     """#1: not "did you mean" a look-alike field of this lens, but the lens the field belongs to."""
-    line = refused_with_one_line(env, ["audit", str(_spec_file(env, spec(**subject(text="x y")))), "--quiet"],
+    line = refused_with_one_line(ctx, ["audit", str(_spec_file(ctx, spec(**subject(text="x y")))), "--quiet"],
                                  "`subjects[0].text`")
     assert "`text` belongs to the data lens; the features lens takes `prompt`" in line, line
     assert "did you mean" not in line, line
