@@ -12,6 +12,7 @@ docs/reliability.md ("Bad input, round two (issue 16)") lists the same table.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def _fifo(ctx: Env) -> Path:
     return path
 
 
+TRAIN = [{"text": "good food", "label": "positive"}, {"text": "bad food", "label": "negative"},
+         {"text": "great service", "label": "positive"}]
 BILLION_LAUGHS = "model: <bert>\nlens: features\nsubjects: [{id: a, prompt: the food was good}]\nmethod_options:\n" + \
     "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         f"  {b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
@@ -99,6 +102,10 @@ ROWS: list[Row] = [
     Row(4, "prompt of zero-width spaces only", spec(**subject(prompt="\u200b\u200b \u200b\u2060")),
         "`subjects[0].prompt`"),
     Row(6, "NUL character in a prompt", spec(**subject(prompt="the food\x00 was good")), "`subjects[0].prompt`"),
+    Row(12, "data-lens target label no training example has",
+        spec(lens="data", lens_options={"train": TRAIN},
+             subjects=[{"id": "a", "text": "the food was good", "label": "neutral"}]), "`subjects[0].label`"),
+    Row(17, "absurd budget", spec(budget=10**12, **subject(prompt=_words(30))), "`budget`"),
     # -------------------------------------------------------------- message quality
     Row(19, "20,000 nested brackets", "model: " + "[" * 20_000 + "]" * 20_000 + "\n", "spec file"),
     Row(22, "spec path is a FIFO", _fifo, "spec file"),
@@ -163,3 +170,53 @@ def test_a_field_of_another_lens_says_whose_it_is(ctx: Env) -> None:
                                  "`subjects[0].text`")
     assert "`text` belongs to the data lens; the features lens takes `prompt`" in line, line
     assert "did you mean" not in line, line
+
+
+# ---------------------------------------------------------------------------------------------- one real audit
+ANSI = "\x1b[2J\x1b[31m"  # clear the screen, then red
+AUDIT_SUBJECTS = [{"id": "x/y", "prompt": "good food"}, {"id": "x_y", "prompt": "bad food"},
+                  {"id": f"ansi{ANSI}id", "prompt": f"great {ANSI}red food"}]
+
+
+@pytest.fixture(scope="module")
+def hostile_ids_audit(ctx: Env, prefect: None) -> dict[str, Any]:  # noqa: F811
+    """ONE audit (#14, #15) whose subject ids share an export file name (``x/y``, ``x_y``) or hold
+    ANSI escapes, as do a prompt's words; its own data dir (the rows above expect no audit)."""
+    from spex.settings import scoped_environ
+
+    body = {"model": str(ctx["bert"]), "lens": "features", "subjects": AUDIT_SUBJECTS, "budget": "auto",
+            "holdout": 8, "removal_r": 1, "ranking": {"index": "fbii", "order": 2, "top_k": 3, "record_top": 20}}
+    path = _spec_file(ctx, body, "hostile-ids.yaml")
+    with scoped_environ({"SPEX_DATA_DIR": str(ctx["root"] / "hostile-ids-data")}):
+        result = spex_cli("audit", str(path))
+        assert result.exit_code == 0, (result.output, result.exception)
+        audit_id = result.stdout.strip().splitlines()[-1].split()[1].rstrip(":")
+        shown = spex_cli("audits", "show", audit_id)
+        assert shown.exit_code == 0, shown.output
+    export = Path(next(line.split(None, 1)[1] for line in result.stdout.splitlines() if line.startswith("export:")))
+    return {"stdout": result.stdout, "show": shown.stdout, "export": export}
+
+
+def test_subject_ids_get_distinct_export_files(hostile_ids_audit: dict[str, Any]) -> None:
+    """#14: ``x/y`` and ``x_y`` both map to ``x_y``; each keeps a file of its own, and
+    ``interactions.json`` lists, per subject, the files that hold that subject."""
+    export = hostile_ids_audit["export"]
+    document = json.loads(export.read_text(encoding="utf-8"))
+    listed = {key: s["shapiq_files"] for key, s in document["subjects"].items()}
+    assert set(listed) == {s["id"] for s in AUDIT_SUBJECTS}
+    names = [name for files in listed.values() for name in files]
+    assert len(names) == len(set(names)) == 2 * len(AUDIT_SUBJECTS)  # ranking + shapley, per subject
+    assert listed["x_y"] == ["x_y.fbii.json", "x_y.shapley.json"]  # an id that is its own file name keeps it
+    for key, files in listed.items():
+        for name in files:
+            shapiq = json.loads((export.parent / "shapiq" / name).read_text(encoding="utf-8"))
+            assert shapiq["parameters"]["subject"] == key, (key, name)
+
+
+def test_ansi_escapes_in_ids_and_words_are_shown_escaped(hostile_ids_audit: dict[str, Any]) -> None:
+    """#15: the CLI never sends the user's escape sequences raw to the terminal: ``spex audit``'s
+    progress, ranking and summary and ``spex audits show`` print them as ``\\x1b``."""
+    for output in (hostile_ids_audit["stdout"], hostile_ids_audit["show"]):
+        assert "\x1b" not in output
+        assert "ansi\\x1b[2J\\x1b[31mid" in output, output
+    assert "\\x1b[2J\\x1b[31mred" in hostile_ids_audit["stdout"]  # a feature label in the ranking

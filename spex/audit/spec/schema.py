@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from spex.engine import EXACT_MAX_N, INDICES, METHODS, get_method
+from spex.engine.inputs import max_budget, over_memory
 from spex.errors import SpecError, SpexInputError
 from spex.lenses import registry
 from spex.lenses.registration import LensRegistration, SpecModel
@@ -277,6 +278,11 @@ class AuditSpec(SpecModel):
                 f"(method {self.method} needs at least {floor}); fix: set budget to at least {floor}, or budget: auto",
                 field="budget",
             )
+        per_mask = get_method(self.method, **self.method_options).bytes_per_mask(n)
+        too_big = None if n <= EXACT_MAX_N and (1 << n) <= budget else over_memory(budget, n, per_mask)
+        if too_big is not None:
+            fix = f"set budget to at most {max_budget(per_mask)}" + (" (or lower alpha)" if self.budget == "auto" else "")
+            raise SpecError(f"spec field `budget`: subject {subject!r}: {too_big}; fix: {fix}", field="budget")
         return budget
 
     def public_dict(self) -> dict[str, Any]:

@@ -95,6 +95,11 @@ class Method(ABC):
     def minimum_budget(self, n: int) -> int:
         """The smallest number of masks this method can work with at n features."""
 
+    def bytes_per_mask(self, n: int) -> int:
+        """Memory one mask of the budget costs while the method runs: its float64 design row, the mask
+        and its value. A method that builds wider matrices per mask says so (ProxySPEX's refit)."""
+        return 8 * n + n + 64
+
     @abstractmethod
     def fit(
         self, evaluate: MaskEvaluator, n: int, budget: int, seed: int, timer: StageTimer

@@ -229,6 +229,11 @@ class ProxySPEX(Method):
     def minimum_budget(self, n: int) -> int:
         return 32
 
+    def bytes_per_mask(self, n: int) -> int:
+        """Besides the masks: a float32 copy for LightGBM, and the refit's parity design of every mask
+        against the selected support (up to ``max_support`` + 1 float64 columns)."""
+        return super().bytes_per_mask(n) + 4 * n + 8 * (int(self.options["max_support"]) + 1)
+
     def fit(
         self, evaluate: MaskEvaluator, n: int, budget: int, seed: int, timer: StageTimer
     ) -> tuple[Spectrum, dict[str, Any]]:
