@@ -17,12 +17,30 @@ as the spec does, with :class:`spex.errors.SpecError`.
 from __future__ import annotations
 
 import importlib
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a boolean as itself (``bool``, ``bool | None``, ``Any``)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field's type is a number (or a list of numbers), where pydantic would read ``true`` as 1."""
+    args = typing.get_args(annotation)
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) is list:
+        return bool(args) and _numbers_only(args[0])
+    return bool(args) and all(_numbers_only(a) or a is type(None) for a in args) and not _admits_bool(annotation)
 
 
 class SpecModel(BaseModel):
@@ -30,6 +48,26 @@ class SpecModel(BaseModel):
     and a validated spec is frozen (its digest identifies what was audited)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``seed: true`` or ``top_k: on`` (YAML's booleans) is refused where a number is meant:
+        pydantic would read it as 1 and the audit would run with a value nobody wrote."""
+        return refuse_boolean_number(cls, value, info)
+
+
+def refuse_boolean_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """The check of :meth:`SpecModel._no_boolean_numbers` (a model whose ``*`` cannot include a
+    tagged union's discriminator names its number fields and calls this)."""
+    field = model.model_fields.get(info.field_name or "")
+    if field is None or not _numbers_only(field.annotation):
+        return value
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, bool) for item in items):
+        shown = str(value).lower() if not isinstance(value, list) else "a list holding true/false"
+        raise ValueError(f"is a boolean ({shown}) where a number is meant; fix: write a number")
+    return value
 
 
 def _no_offline_count(options: Any, subject: Any) -> int | None:

@@ -73,6 +73,18 @@ def _subjects_file(content: bytes) -> Callable[[Env], Path]:
     return build
 
 
+def _broken_model(ctx: Env) -> Path:
+    """A copy of the tiny classifier whose config.json is cut short (as an interrupted copy leaves it)."""
+    import shutil
+
+    folder = ctx["root"] / "broken-model"
+    if not folder.exists():
+        shutil.copytree(ctx["bert"], folder)
+        config = (folder / "config.json").read_bytes()
+        (folder / "config.json").write_bytes(config[: len(config) // 2])
+    return _spec_file(ctx, spec(model=str(folder)))
+
+
 def _fifo(ctx: Env) -> Path:
     path = ctx["root"] / "spec.fifo"
     if not path.exists():
@@ -106,6 +118,7 @@ ROWS: list[Row] = [
         spec(lens="data", lens_options={"train": TRAIN},
              subjects=[{"id": "a", "text": "the food was good", "label": "neutral"}]), "`subjects[0].label`"),
     Row(17, "absurd budget", spec(budget=10**12, **subject(prompt=_words(30))), "`budget`"),
+    Row(18, "model folder with a truncated config.json", _broken_model, "config.json"),
     # -------------------------------------------------------------- message quality
     Row(19, "20,000 nested brackets", "model: " + "[" * 20_000 + "]" * 20_000 + "\n", "spec file"),
     Row(22, "spec path is a FIFO", _fifo, "spec file"),
@@ -113,7 +126,15 @@ ROWS: list[Row] = [
         _subjects_file(b'{"id": "a", "prompt": "x y"}\n\n{"id": "b", "prompt": 5}\n'), "subjects.jsonl line 3"),
     Row(24, "duplicate key in a subjects JSONL row",
         _subjects_file(b'{"id": "a", "prompt": "x y", "prompt": "z"}\n'), "`subjects.file`"),
+    Row(25, "seed: true", spec(seed=True), "`seed`"),
+    Row(25, "top_k: on (YAML 1.1 boolean)", "model: <bert>\nlens: features\nsubjects: [{id: a, prompt: x y}]\n"
+        "ranking: {top_k: on}\n", "`ranking.top_k`"),
+    Row(25, "max_batch: yes", "model: <bert>\nlens: features\nsubjects: [{id: a, prompt: x y}]\nbatch: {max_batch: yes}\n",
+        "`batch.max_batch`"),
+    Row(25, "max_rank_shift: true", spec(gates={"max_rank_shift": True}), "`gates.max_rank_shift`"),
     Row(28, "subjects JSONL not UTF-8", _subjects_file(b'{"id": "a", "prompt": "caf\xe9"}\n'), "`subjects.file`"),
+    Row(30, "a CUDA device this machine does not have", spec(model={"uri": MODEL, "device": "cuda:99"}),
+        "`model.device`"),
 ]
 
 
