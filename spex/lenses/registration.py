@@ -78,6 +78,10 @@ def _keep_options(options: dict[str, Any], redact: Callable[[Any], Any]) -> dict
     return options
 
 
+def _no_option_checks(options: Any, model_config: Mapping[str, Any] | None) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class LensRegistration:
     """Everything the spec, the pipeline and the report need to know about one lens.
@@ -96,7 +100,10 @@ class LensRegistration:
     * ``default_options``: ``lens_options`` when the spec gives none;
     * ``max_batch``: the lens's preferred masks per model call (the spec's ``batch.max_batch`` default);
     * ``subject_text_fields`` / ``redact_options(options, redact)``: which parts of a subject and of
-      the options hold the user's text, for ``privacy.redact_text``.
+      the options hold the user's text, for ``privacy.redact_text``;
+    * ``check_options(options, model_config)``: checks of the options that need no weights, before the
+      model loads (``model_config``: a local model folder's ``config.json``, or None); a problem is a
+      :class:`spex.errors.SpecError` naming ``lens_options.<field>``.
     """
 
     name: str
@@ -111,6 +118,7 @@ class LensRegistration:
     max_batch: int = 64
     subject_text_fields: tuple[str, ...] = ()
     redact_options: Callable[[dict[str, Any], Callable[[Any], Any]], dict[str, Any]] = _keep_options
+    check_options: Callable[[Any, Mapping[str, Any] | None], None] = _no_option_checks
 
     def module(self) -> ModuleType:
         """The implementation module (imports torch on first use)."""

@@ -26,6 +26,14 @@ from spex.settings import data_dir
 _READ_BYTES = 1 << 22  # 4 MiB reads: large enough for the disk, small enough for memory
 
 
+def missing_local_path(uri: str) -> bool:
+    """Whether a model URI is meant as a local path (``/x``, ``./x``, ``~/x``, ``a/b/c``) that does not
+    exist. ``builtin:``, ``models:/``, ``runs:/`` and hub ids (``org/name``) are not local paths."""
+    if uri.startswith(("builtin:", "models:/", "runs:/")) or Path(uri).expanduser().exists():
+        return False
+    return uri.startswith((".", "/", "~")) or uri.count("/") > 1
+
+
 def read_json_file(path: Path) -> Any:
     """A model folder's JSON file (``config.json``, the tokenizer's files), or a one-line
     SpexInputError naming the file: a truncated copy is a bare JSONDecodeError otherwise."""

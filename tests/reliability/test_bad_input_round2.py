@@ -132,7 +132,13 @@ ROWS: list[Row] = [
     Row(25, "max_batch: yes", "model: <bert>\nlens: features\nsubjects: [{id: a, prompt: x y}]\nbatch: {max_batch: yes}\n",
         "`batch.max_batch`"),
     Row(25, "max_rank_shift: true", spec(gates={"max_rank_shift": True}), "`gates.max_rank_shift`"),
+    Row(26, "models:/<name>/latest", spec(model="models:/tiny-sentiment/latest"), "`model`"),
     Row(28, "subjects JSONL not UTF-8", _subjects_file(b'{"id": "a", "prompt": "caf\xe9"}\n'), "`subjects.file`"),
+    Row(29, "heads layer the model does not have", spec(lens="heads", lens_options={"layers": [99]},
+        subjects=[{"id": "t", "prompts": ["the food was good"], "answers": ["positive"]}]), "`lens_options.layers`"),
+    Row(29, "data encoder path that does not exist",
+        spec(lens="data", lens_options={"train": TRAIN, "encoder": "/no/such/encoder"},
+             subjects=[{"id": "a", "text": "the food was good", "label": "positive"}]), "`lens_options.encoder`"),
     Row(30, "a CUDA device this machine does not have", spec(model={"uri": MODEL, "device": "cuda:99"}),
         "`model.device`"),
 ]

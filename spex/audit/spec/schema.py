@@ -314,7 +314,9 @@ class AuditSpec(SpecModel):
         * each subject's feature count, where the lens knows it from the text (the features lens
           segments the prompt, the data lens counts its training set), against the budget;
         * a local model folder that ships custom code (config ``auto_map``) without
-          ``model.trust_remote_code: true``.
+          ``model.trust_remote_code: true``, or whose JSON files do not parse;
+        * the lens's options against the model's config (the heads lens's ``layers``) and the files
+          they name (the data lens's ``encoder``).
 
         Raises a :class:`SpecError` naming the field and the fix."""
         from spex.audit.spec.subjects import offline_feature_count
@@ -322,6 +324,7 @@ class AuditSpec(SpecModel):
         for key, model in (("model", self.model), ("baseline", self.baseline)):
             if model is not None:
                 check_remote_code(model, key)
+                self.registration.check_options(self.options, model_config(model, key))
         for subject in self.subjects:
             n = offline_feature_count(self, subject)
             if n is not None:

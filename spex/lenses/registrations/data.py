@@ -6,6 +6,7 @@ Implementation: :mod:`spex.lenses.training_data` (torch). The training set is pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,6 +124,16 @@ def count_features(options: DataOptions, subject: DataSubject) -> int:
     return len(rows)
 
 
+def check_options(options: DataOptions, model_config: Mapping[str, Any] | None) -> None:
+    """An ``encoder`` given as a local path must exist (checked before the audited model loads)."""
+    from spex.models.identity import missing_local_path
+
+    if options.encoder != "model" and missing_local_path(options.encoder):
+        raise SpecError(f"spec field `lens_options.encoder`: path {options.encoder} does not exist; fix: give an "
+                        f"existing model folder, a model URI, or encoder: model (embed with the audited model)",
+                        field="lens_options.encoder")
+
+
 def view(options: DataOptions, subject: DataSubject, vf: Any) -> dict[str, Any]:
     """The target example and the training examples."""
     rows = load_training_set(options)
@@ -150,4 +161,5 @@ REGISTRATION = LensRegistration(
     default_options={"train": "builtin:sentiment"},
     subject_text_fields=("text",),
     redact_options=redact_options,
+    check_options=check_options,
 )
