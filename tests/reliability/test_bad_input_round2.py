@@ -117,7 +117,7 @@ ROWS: list[Row] = [
     Row(12, "data-lens target label no training example has",
         spec(lens="data", lens_options={"train": TRAIN},
              subjects=[{"id": "a", "text": "the food was good", "label": "neutral"}]), "`subjects[0].label`"),
-    Row(17, "absurd budget", spec(budget=10**12, **subject(prompt=_words(30))), "`budget`"),
+    Row(17, "absurd budget", spec(budget=10**12, **subject(prompt=_words(30))), "the largest budget that fits is"),
     Row(18, "model folder with a truncated config.json", _broken_model, "config.json"),
     # -------------------------------------------------------------- message quality
     Row(19, "20,000 nested brackets", "model: " + "[" * 20_000 + "]" * 20_000 + "\n", "spec file"),
@@ -132,7 +132,7 @@ ROWS: list[Row] = [
     Row(25, "max_batch: yes", "model: <bert>\nlens: features\nsubjects: [{id: a, prompt: x y}]\nbatch: {max_batch: yes}\n",
         "`batch.max_batch`"),
     Row(25, "max_rank_shift: true", spec(gates={"max_rank_shift": True}), "`gates.max_rank_shift`"),
-    Row(26, "models:/<name>/latest", spec(model="models:/tiny-sentiment/latest"), "`model`"),
+    Row(26, "models:/<name>/latest", spec(model="models:/tiny-sentiment/latest"), "models:/tiny-sentiment/1"),
     Row(28, "subjects JSONL not UTF-8", _subjects_file(b'{"id": "a", "prompt": "caf\xe9"}\n'), "`subjects.file`"),
     Row(29, "heads layer the model does not have", spec(lens="heads", lens_options={"layers": [99]},
         subjects=[{"id": "t", "prompts": ["the food was good"], "answers": ["positive"]}]), "`lens_options.layers`"),
