@@ -25,6 +25,7 @@ from spex.cli import (  # noqa: F401  (shared helpers and options)
     _mlflow_ui_command,
     _to_json,
     app,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -170,6 +171,14 @@ def _raised_in(exc: BaseException, package: str) -> bool:
     return False
 
 
+def _task_text(text: str) -> str:
+    """A progress row's description: rich reads it as markup, so the user's text in it (subject ids,
+    model names) is escaped for markup and for the terminal."""
+    from rich.markup import escape
+
+    return escape(shown(text))
+
+
 class _ProgressView:
     """Per-subject progress with ETA (a rich live display on a terminal, plain lines otherwise),
     fed by the events the audit's stages emit through :mod:`spex.audit.progress`."""
@@ -212,6 +221,7 @@ class _ProgressView:
             self.progress.stop()
 
     def _line(self, text: str) -> None:
+        text = shown(text)  # subject ids and model names are the user's text
         if self.progress is not None:
             self.progress.console.log(text, markup=False, highlight=False)
         else:
@@ -224,22 +234,22 @@ class _ProgressView:
             self._line(f"{e['kind']} {e['audit_id'][:12]}: {e['model']} ({e['uri']}), {len(e['subjects'])} subjects")
             if self.progress is not None:
                 total = sum(s["budget"] + s["holdout"] + 3 for s in e["subjects"])
-                self.overall = self.progress.add_task(f"[bold]{e['model']}", total=total)
+                self.overall = self.progress.add_task("[bold]" + _task_text(e["model"]), total=total)
                 for s in e["subjects"]:
-                    self.rows[s["id"]] = self.progress.add_task(f"  {s['id']}: waiting", total=s["budget"] + s["holdout"] + 3)
+                    self.rows[s["id"]] = self.progress.add_task(_task_text(f"  {s['id']}: waiting"), total=s["budget"] + s["holdout"] + 3)
         elif kind == "model_loaded":
             self._line(f"model loaded: {e['uri']}")
         elif kind == "subject_prepared":
             self._line(f"subject {subject}: n={e['n']} features, budget {e['budget']} masks + {e['holdout']} held out")
         elif kind == "subject_start" and self.progress is not None and subject in self.rows:
-            self.progress.update(self.rows[subject], total=e["total"], description=f"  {subject}: ablate")
+            self.progress.update(self.rows[subject], total=e["total"], description=_task_text(f"  {subject}: ablate"))
         elif kind == "masks" and self.progress is not None and subject in self.rows:
             self.progress.update(self.rows[subject], advance=e["count"],
-                                 description=f"  {subject}: ablate {e['role']}" + ("" if e.get("computed") else " (stored)"))
+                                 description=_task_text(f"  {subject}: ablate {e['role']}" + ("" if e.get("computed") else " (stored)")))
             if self.overall is not None:
                 self.progress.update(self.overall, advance=e["count"])
         elif kind == "stage" and self.progress is not None and subject in self.rows:
-            self.progress.update(self.rows[subject], description=f"  {subject}: {e['stage']}")
+            self.progress.update(self.rows[subject], description=_task_text(f"  {subject}: {e['stage']}"))
         elif kind == "subject_done":
             stats = e.get("stats") or {}
             line = (f"subject {subject}: held-out R² {_fmt_float(e.get('heldout_r2'), 3)}; masks computed "
@@ -247,7 +257,7 @@ class _ProgressView:
             if self.progress is not None and subject in self.rows:
                 task = next(t for t in self.progress.tasks if t.id == self.rows[subject])
                 left = max(0.0, (task.total or 0) - task.completed)
-                self.progress.update(self.rows[subject], completed=task.total, description=f"  {subject}: done")
+                self.progress.update(self.rows[subject], completed=task.total, description=_task_text(f"  {subject}: done"))
                 if self.overall is not None:
                     self.progress.update(self.overall, advance=left)
             self._line(line)
@@ -261,14 +271,14 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
 
     k = top or 10
     for key, s in result.subjects.items():
-        console.print(f"{result.model.name} · {key} · held-out R² {_fmt_float(s.heldout_r2, 3)}",
+        console.print(shown(f"{result.model.name} · {key} · held-out R² {_fmt_float(s.heldout_r2, 3)}"),
                       markup=False, highlight=False, style="bold")
         table = Table(box=None, pad_edge=False)
         for column in ("rank", "interaction", "order", "value"):
             table.add_column(column, no_wrap=True, justify="right" if column != "interaction" else "left")
         for r in s.ranking[:k]:
             name = " × ".join(r["labels"]) if r.get("labels") else ", ".join(map(str, r["members"]))
-            table.add_row(str(r["rank"]), name, str(r["order"]), f"{r['value']:+.4g}")
+            table.add_row(str(r["rank"]), shown(name), str(r["order"]), f"{r['value']:+.4g}")
         console.print(table)
         diff = (result.diffs or {}).get(key)
         if diff:
@@ -289,7 +299,7 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
     else:
         console.print("gates: none configured")
     for note in result.notes:
-        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        console.print(shown(f"note: {note}"), markup=False, highlight=False, soft_wrap=True)
     calls = result.model_calls
     console.print(f"model calls: {calls.get('masks_computed', 0)} masks computed, {calls.get('model_loads', 0)} model loads",
                   markup=False, highlight=False, soft_wrap=True)
@@ -448,16 +458,16 @@ def estimate_command(
     from rich.table import Table
 
     console = _console()
-    table = Table(title=f"estimate · {audit_spec.model.uri} · {audit_spec.lens} lens · {audit_spec.method}",
+    table = Table(title=shown(f"estimate · {audit_spec.model.uri} · {audit_spec.lens} lens · {audit_spec.method}"),
                   box=None, pad_edge=False, title_justify="left")
     for column in ("subject", "n", "budget", "design", "held-out", "removal", "stored", "to compute", "ETA"):
         table.add_column(column, no_wrap=True, justify="left" if column == "subject" else "right")
     for r in rows:
-        table.add_row(r["subject"], str(r["n"]), str(r["budget"]), str(r["design"]), str(r["holdout"]), str(r["removal"]),
+        table.add_row(shown(r["subject"]), str(r["n"]), str(r["budget"]), str(r["design"]), str(r["holdout"]), str(r["removal"]),
                       str(r["stored"]), str(r["to_compute"]), _fmt_seconds(r["seconds"]))
     console.print(table)
     console.print(f"throughput: {probe['masks_per_s']:.2f} masks/s ({probe['tokens_per_s']:.0f} tokens/s) at batch "
-                  f"{probe['batch_size']}, measured on subject {probe['subject']} after a warm-up", markup=False)
+                  f"{probe['batch_size']}, measured on subject {shown(probe['subject'])} after a warm-up", markup=False)
     console.print(f"total: {sum(r['masks'] for r in rows)} masks over {len(rows)} subjects, {total_masks} to compute; "
                   f"ETA {_fmt_seconds(total_seconds)} of model time (plus proxy fits and recording, typically seconds "
                   f"per subject)", markup=False)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -68,10 +69,18 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def shown(text: Any) -> str:
+    """``text`` for the terminal: control characters (C0, DEL, C1: the ESC of an ANSI sequence that
+    would clear the screen or recolour it) are shown escaped (``\\x1b``), never sent raw. Subject ids,
+    feature labels, model names and error messages hold user text; everything the CLI prints of them
+    goes through here (the HTML report escapes its own way)."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in str(text))
+
+
 def _fail(message: str) -> NoReturn:
     from spex.records.metadata.db import mask_secrets
 
-    line = mask_secrets(" ".join(str(message).split()))
+    line = shown(mask_secrets(" ".join(str(message).split())))
     typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code=2)
 
@@ -217,8 +226,8 @@ def audits_list(
     for a in audits:
         table.add_row(
             a.id[:12],
-            a.model_name,
-            a.model_revision if len(a.model_revision) <= 24 else a.model_revision[:21] + "...",
+            shown(a.model_name),
+            shown(a.model_revision if len(a.model_revision) <= 24 else a.model_revision[:21] + "..."),
             a.status,
             _fmt_passed(a.passed),
             str(a.n_subjects),
@@ -247,11 +256,11 @@ def audits_show(
     console = _console()
     model = audit.model
     console.print(f"audit      {audit.id}  ({audit.kind})")
-    console.print(f"model      {model.name} @ {model.revision}"
-                  + (f"  registry v{model.registry_version}" if model.registry_version else "")
-                  + (f"  [{model.source_uri}]" if model.source_uri else ""))
+    console.print(shown(f"model      {model.name} @ {model.revision}"
+                        + (f"  registry v{model.registry_version}" if model.registry_version else "")
+                        + (f"  [{model.source_uri}]" if model.source_uri else "")), markup=False)
     if audit.baseline:
-        console.print(f"baseline   {audit.baseline.name} @ {audit.baseline.revision}")
+        console.print(shown(f"baseline   {audit.baseline.name} @ {audit.baseline.revision}"), markup=False)
     console.print(f"status     {audit.status}   gates: {_fmt_passed(audit.passed)}   min held-out R²: {_fmt_float(audit.min_heldout_r2)}")
     console.print(f"started    {_fmt_time(audit.started_at)}   finished: {_fmt_time(audit.finished_at)}")
     console.print(f"code       {audit.code_version or '-'}")
@@ -260,7 +269,7 @@ def audits_show(
     console.print(f"seeds      {json.dumps(audit.seeds)}")
     console.print("spec       " + json.dumps(audit.spec, sort_keys=True))
     if audit.error:
-        console.print("error      " + audit.error.splitlines()[0], markup=False)
+        console.print("error      " + shown(audit.error.splitlines()[0]), markup=False)
     if audit.subjects:
         table = Table(title="subjects", box=None, pad_edge=False, title_justify="left")
         for column in ("subject", "lens", "n", "held-out R²", "masks", "proxy CV R²", "interactions", "mlflow run"):
@@ -269,7 +278,7 @@ def audits_show(
             v = s.validation
             proxy = s.proxies[0] if s.proxies else None
             table.add_row(
-                s.subject.key,
+                shown(s.subject.key),
                 s.subject.lens,
                 str(s.subject.n_features or "-"),
                 _fmt_float(v.heldout_r2 if v else None),
@@ -320,13 +329,13 @@ def interactions(
 
     index_name = frame.attrs.get("index")
     subj = frame.attrs.get("subject")
-    title = f"{model} · subject {subj.key if subj else subject} · index {index_name} · top {top}"
+    title = shown(f"{model} · subject {subj.key if subj else subject} · index {index_name} · top {top}")
     versions = list(dict.fromkeys(zip(frame["model_revision"], frame["audit_id"])))
 
     def name(row: Any) -> str:
         labels = row["labels"]
         members = ", ".join(str(m) for m in row["members"])
-        return f"{' × '.join(labels)}  ({members})" if labels is not None else f"({members})"
+        return shown(f"{' × '.join(labels)}  ({members})" if labels is not None else f"({members})")
 
     if long:
         table = Table(box=None, pad_edge=False)

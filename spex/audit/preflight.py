@@ -103,6 +103,20 @@ def check_tracking() -> None:
         check_store(settings.mlflow_tracking_uri())
 
 
+def check_device(model: ModelSpec, key: str = "model") -> None:
+    """The spec's ``device`` exists on this machine (``cuda`` where torch sees no CUDA is refused here,
+    not as an AssertionError when the model loads). ``auto`` and ``cpu`` always exist; torch is
+    imported only for the others."""
+    if model.device in ("auto", "cpu"):
+        return
+    from spex.models.devices import resolve_device
+
+    try:
+        resolve_device(model.device)
+    except SpexInputError as exc:
+        raise SpecError(f"spec field `{key}.device`: {exc}", field=f"{key}.device") from None
+
+
 def check_environment(db_url: str | None) -> None:
     """Before any model call: the data dir is writable and the metadata DB answers (connected,
     migrated). Raises a one-line error naming what is wrong and how to fix it."""
@@ -120,6 +134,9 @@ def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, d
     the model's cheap key."""
     audit_spec = with_model(validate_spec(spec), model)
     audit_spec.check_offline()  # n vs budget from the text alone, custom model code not trusted: no model load
+    for key, model_spec in (("model", audit_spec.model), ("baseline", audit_spec.baseline)):
+        if model_spec is not None:
+            check_device(model_spec, key)
     check_data_dir()
     check_tracking()  # before the model key: resolving a models:/ URI opens the registry store
     try:

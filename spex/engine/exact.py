@@ -6,12 +6,10 @@ import numpy as np
 
 from spex.engine import sets
 from spex.engine.batching import MaskEvaluator, ValueFn
-from spex.engine.inputs import check_n
+from spex.engine.inputs import EXACT_MAX_N, check_n
 from spex.engine.spectrum import Spectrum
 from spex.engine.walsh import fwht
 from spex.errors import SpexInputError
-
-EXACT_MAX_N = 20
 
 
 def all_masks(n: int) -> np.ndarray:

@@ -81,7 +81,8 @@ def explain(
     """
     n = check_n(n)
     algorithm = get_method(method, **options)
-    budget = check_budget(budget, algorithm.minimum_budget(n), method=algorithm.name, n=n)
+    budget = check_budget(budget, algorithm.minimum_budget(n), method=algorithm.name, n=n,
+                          per_mask=algorithm.bytes_per_mask(n))
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpexInputError(f"seed must be an integer; got {seed!r}")
     evaluator = MaskEvaluator(value_fn, n, batch_size=batch_size, progress=progress)

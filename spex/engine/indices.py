@@ -58,7 +58,8 @@ def compute(spectrum: Spectrum, index: str, order: int | None = None) -> tuple[n
         )
         phi = np.zeros(n)
         keep = sets.orders(m) == 1
-        phi[m[keep, 0]] = v[keep]
+        if keep.any():  # a constant function's spectrum has no member of order 1 (and width 0)
+            phi[m[keep, 0]] = v[keep]
         return np.arange(n, dtype=np.int32)[:, None], phi
     if index == "fbii":
         ell = order or DEFAULT_ORDER

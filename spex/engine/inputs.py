@@ -6,11 +6,20 @@ a stack trace to fix their input.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from spex.errors import SpexInputError
 
-__all__ = ["SpexInputError", "check_budget", "check_masks", "check_n", "check_values"]
+EXACT_MAX_N = 20
+"""Up to this n, a budget covering all 2^n masks takes exactly those (the exact spectrum): the budget
+check knows it, so it is defined here and :mod:`spex.engine.exact` imports it."""
+
+__all__ = ["EXACT_MAX_N", "SpexInputError", "check_budget", "check_masks", "check_n", "check_values", "max_budget", "memory_bytes",
+           "over_memory"]
+
 
 
 def check_masks(masks: object, n: int) -> np.ndarray:
@@ -71,7 +80,51 @@ def check_n(n: object) -> int:
     return int(n)
 
 
-def check_budget(budget: object, minimum: int, *, method: str, n: int) -> int:
+def memory_bytes() -> int | None:
+    """This machine's memory as a process here can use it: the physical memory, or the container's
+    cgroup limit where that is lower (None where neither can be read)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = int(Path(limit_file).read_text().strip())
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+        total = limit if total is None else min(total, limit)
+    return total
+
+
+def max_budget(per_mask: int) -> int | None:
+    """The largest budget whose masks fit in this machine's memory, at ``per_mask`` bytes a mask (the
+    method's :meth:`~spex.engine.methods.base.Method.bytes_per_mask`; None: memory unknown).
+
+    A method draws and keeps all its masks at once, so a budget of 10^12 is a MemoryError after the
+    audit has been opened, not an audit."""
+    memory = memory_bytes()
+    return None if memory is None else max(1, memory // max(1, per_mask))
+
+
+def fmt_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} PiB"
+
+
+def over_memory(budget: int, n: int, per_mask: int) -> str | None:
+    """Why ``budget`` masks at n features do not fit in memory (None: they fit, or memory is unknown)."""
+    largest = max_budget(per_mask)
+    if largest is None or budget <= largest:
+        return None
+    return (f"{budget} masks at n={n} features need about {fmt_bytes(budget * per_mask)} of memory, more than this "
+            f"machine's {fmt_bytes(memory_bytes() or 0)}; the largest budget that fits is {largest}")
+
+
+def check_budget(budget: object, minimum: int, *, method: str, n: int, per_mask: int | None = None) -> int:
+    """A whole budget of at least ``minimum`` masks that (given the method's ``per_mask`` bytes) fits in memory."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise SpexInputError(f"budget must be an integer number of masks; got {budget!r}; fix: pass a positive "
                              f"integer", field="budget")
@@ -80,4 +133,9 @@ def check_budget(budget: object, minimum: int, *, method: str, n: int) -> int:
             f"budget {int(budget)} is below the minimum of {minimum} masks for method {method!r} at n={n}; "
             f"fix: raise the budget to at least {minimum}", field="budget"
         )
+    exact = n <= EXACT_MAX_N and (1 << n) <= int(budget)  # only the 2^n masks are drawn, whatever the budget
+    too_big = over_memory(int(budget), n, per_mask) if per_mask is not None and not exact else None
+    if too_big is not None:
+        raise SpexInputError(f"budget: {too_big}; fix: lower the budget to at most {max_budget(per_mask)}",
+                             field="budget")
     return int(budget)

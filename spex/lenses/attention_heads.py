@@ -136,7 +136,7 @@ class HeadLens(ValueFunction):
             bad = [l for l in chosen if not 0 <= l < len(all_sites)]
             if bad or not chosen:
                 raise SpexInputError(f"layers must be indices in [0, {len(all_sites)}) (negative counts from the end); "
-                                     f"got {list(layers)}")
+                                     f"got {list(layers)}", field="layers")
         self.sites = [all_sites[l] for l in chosen]
         self.layers = chosen
         self.n_features = sum(s.n_heads for s in self.sites)

@@ -17,12 +17,30 @@ as the spec does, with :class:`spex.errors.SpecError`.
 from __future__ import annotations
 
 import importlib
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a boolean as itself (``bool``, ``bool | None``, ``Any``)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field's type is a number (or a list of numbers), where pydantic would read ``true`` as 1."""
+    args = typing.get_args(annotation)
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) is list:
+        return bool(args) and _numbers_only(args[0])
+    return bool(args) and all(_numbers_only(a) or a is type(None) for a in args) and not _admits_bool(annotation)
 
 
 class SpecModel(BaseModel):
@@ -31,6 +49,26 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``seed: true`` or ``top_k: on`` (YAML's booleans) is refused where a number is meant:
+        pydantic would read it as 1 and the audit would run with a value nobody wrote."""
+        return refuse_boolean_number(cls, value, info)
+
+
+def refuse_boolean_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """The check of :meth:`SpecModel._no_boolean_numbers` (a model whose ``*`` cannot include a
+    tagged union's discriminator names its number fields and calls this)."""
+    field = model.model_fields.get(info.field_name or "")
+    if field is None or not _numbers_only(field.annotation):
+        return value
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, bool) for item in items):
+        shown = str(value).lower() if not isinstance(value, list) else "a list holding true/false"
+        raise ValueError(f"is a boolean ({shown}) where a number is meant; fix: write a number")
+    return value
+
 
 def _no_offline_count(options: Any, subject: Any) -> int | None:
     return None
@@ -38,6 +76,10 @@ def _no_offline_count(options: Any, subject: Any) -> int | None:
 
 def _keep_options(options: dict[str, Any], redact: Callable[[Any], Any]) -> dict[str, Any]:
     return options
+
+
+def _no_option_checks(options: Any, model_config: Mapping[str, Any] | None) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,7 +100,10 @@ class LensRegistration:
     * ``default_options``: ``lens_options`` when the spec gives none;
     * ``max_batch``: the lens's preferred masks per model call (the spec's ``batch.max_batch`` default);
     * ``subject_text_fields`` / ``redact_options(options, redact)``: which parts of a subject and of
-      the options hold the user's text, for ``privacy.redact_text``.
+      the options hold the user's text, for ``privacy.redact_text``;
+    * ``check_options(options, model_config)``: checks of the options that need no weights, before the
+      model loads (``model_config``: a local model folder's ``config.json``, or None); a problem is a
+      :class:`spex.errors.SpecError` naming ``lens_options.<field>``.
     """
 
     name: str
@@ -73,6 +118,7 @@ class LensRegistration:
     max_batch: int = 64
     subject_text_fields: tuple[str, ...] = ()
     redact_options: Callable[[dict[str, Any], Callable[[Any], Any]], dict[str, Any]] = _keep_options
+    check_options: Callable[[Any, Mapping[str, Any] | None], None] = _no_option_checks
 
     def module(self) -> ModuleType:
         """The implementation module (imports torch on first use)."""

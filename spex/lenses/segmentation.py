@@ -8,6 +8,7 @@ lens (:mod:`spex.lenses.prompt_features`) renders each mask with :func:`render`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Literal
 
@@ -25,6 +26,13 @@ _CLOSING_PUNCT = tuple(".,;:!?)]}\u201d\u2019'\"")
 
 
 # --------------------------------------------------------------------------------------------- segmentation
+def has_visible_text(text: str) -> bool:
+    """Whether any character of ``text`` shows: not a space or separator (Z*), nor a control, format
+    or unassigned character (C*: zero-width spaces and joiners, BOM, bidi marks). A prompt of
+    zero-width spaces has "words" to mask, but every mask reads the same to the model."""
+    return any(not unicodedata.category(c).startswith(("Z", "C")) for c in text)
+
+
 def segment(text: str, unit: Unit | Sequence[tuple[int, int]] | Sequence[str] = "word") -> list[tuple[int, int]]:
     """Character spans of the features of ``text``.
 

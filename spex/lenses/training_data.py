@@ -40,6 +40,7 @@ from spex.lenses.registrations.data import (
     LENS_VERSION,
     DataOptions,
     DataSubject,
+    check_target_label,
     load_training_set,
 )
 
@@ -286,6 +287,7 @@ def data(train_texts: Sequence[str], train_labels: Sequence[Hashable], target_te
     unknown = sorted({str(l) for l in labels + [target_label] if l not in index})
     if unknown:
         raise SpexInputError(f"labels {unknown} are not among classes {class_list}")
+    check_target_label(labels, target_label)
     if len(class_list) < 2:
         raise SpexInputError("the data lens needs at least two classes")
     trainer = trainer or LogisticTrainer()

@@ -22,9 +22,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise SpexInputError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from exc
+        raise SpexInputError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'",
+                             field="device") from exc
+    check_available(resolved)
+    return resolved
+
+
+def check_available(device: torch.device) -> None:
+    """A device the spec names must exist on this machine: torch would fail much later, deep inside
+    the first ``.to(device)``, with a bare AssertionError ("Torch not compiled with CUDA enabled")."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SpexInputError(f"device {str(device)!r}: this machine has no CUDA device (torch.cuda.is_available() "
+                                 f"is False); fix: use device: auto or cpu, or run where CUDA is", field="device")
+        if device.index is not None and device.index >= count:
+            raise SpexInputError(f"device {str(device)!r}: this machine has {count} CUDA device(s) (0-{count - 1}); "
+                                 f"fix: pick one of them, or device: auto", field="device")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SpexInputError("device 'mps': this machine has no MPS device; fix: use device: auto or cpu",
+                                 field="device")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -10,7 +10,6 @@ spex.models stays cheap for callers that only need identities.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 
 from spex.errors import SpexInputError
 from spex.models.devices import resolve_device, resolve_dtype
-from spex.models.identity import file_digest, folder_digest
+from spex.models.identity import file_digest, folder_digest, read_json_file
 from spex.models.loaded import KINDS, Kind, LoadedModel
 
 
@@ -83,7 +82,7 @@ def load_folder(path: str | Path, *, device: str | torch.device = "auto", dtype:
             f"{folder} holds no config.json, so it is not a Hugging Face model folder; point at the folder written "
             f"by save_pretrained (or a .gguf file)"
         )
-    cfg_dict = json.loads((folder / "config.json").read_text())
+    cfg_dict = read_json_file(folder / "config.json")
     _check_remote_code(cfg_dict, str(folder), trust_remote_code)
     local = {"trust_remote_code": trust_remote_code, "local_files_only": True}
     cfg = transformers.AutoConfig.from_pretrained(folder, **local)

@@ -20,9 +20,40 @@ from pathlib import Path
 from typing import Any
 
 from spex.content import content_hash, hasher
+from spex.errors import SpexInputError
 from spex.settings import data_dir
 
 _READ_BYTES = 1 << 22  # 4 MiB reads: large enough for the disk, small enough for memory
+
+
+def missing_local_path(uri: str) -> bool:
+    """Whether a model URI is meant as a local path (``/x``, ``./x``, ``~/x``, ``a/b/c``) that does not
+    exist. ``builtin:``, ``models:/``, ``runs:/`` and hub ids (``org/name``) are not local paths."""
+    if uri.startswith(("builtin:", "models:/", "runs:/")) or Path(uri).expanduser().exists():
+        return False
+    return uri.startswith((".", "/", "~")) or uri.count("/") > 1
+
+
+def read_json_file(path: Path) -> Any:
+    """A model folder's JSON file (``config.json``, the tokenizer's files), or a one-line
+    SpexInputError naming the file: a truncated copy is a bare JSONDecodeError otherwise."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        problem = "is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}; a truncated or partial copy?)"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    raise SpexInputError(f"{path} {problem}; fix: copy the model folder again, or point the model at a complete one",
+                         field="model")
+
+
+def check_folder_json(folder: Path) -> None:
+    """Every JSON file at the top of a model folder parses (checked before a model loads)."""
+    for path in sorted(Path(folder).glob("*.json")):
+        if path.is_file():
+            read_json_file(path)
 
 
 def _digest_cache_path() -> Path:

@@ -63,8 +63,19 @@ def resolve(uri: str, *, tracking_uri: str | None = None, registry_uri: str | No
     source: dict[str, Any] = {"uri": uri}
     if uri.startswith("models:/"):
         match = _MODELS.match(uri)
+        floating = re.match(r"^models:/(?P<name>[^/@]+)/(?P<word>latest|[A-Za-z]+)/?$", uri)
+        if not match and floating:
+            # MLflow reads models:/<name>/latest (or a stage) as whatever version is newest now: an audit
+            # must say which version it audited, and a rerun must audit the same one.
+            versions = _known_versions(client, floating["name"])
+            newest = f" (the newest now is {versions[-1]}: models:/{floating['name']}/{versions[-1]})" if versions else ""
+            raise SpexInputError(
+                f"{uri} names no fixed version: {floating['word']!r} moves when a version is registered, and spex "
+                f"audits one version; fix: write models:/<name>/<version>{newest} or pin an alias, models:/<name>@<alias>",
+                field="model")
         if not match:
-            raise SpexInputError(f"{uri} is not a registry URI; write models:/<name>/<version> or models:/<name>@<alias>")
+            raise SpexInputError(f"{uri} is not a registry URI; fix: write models:/<name>/<version> or "
+                                 f"models:/<name>@<alias>", field="model")
         name = match["name"]
         try:
             if match["alias"]:

@@ -53,13 +53,35 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "subject"
 
 
+def file_stems(keys: list[str]) -> dict[str, str]:
+    """A distinct file-name stem per subject id. The readable stem (``x/y`` -> ``x_y``) is kept where
+    no other id of the audit maps to it (compared case-blind: a case-insensitive file system would
+    merge ``A`` and ``a`` too); ids that share one get ``-<digest of the id>``, so ``x/y`` and ``x_y``
+    never overwrite each other's file. An id that is its own readable stem keeps it unchanged."""
+    from spex.content import content_hash
+
+    readable = {key: _safe(key) for key in keys}
+    sharing: dict[str, int] = {}  # ids per case-blind stem
+    owning: dict[str, int] = {}  # of those, ids that are the stem itself
+    for key, stem in readable.items():
+        sharing[stem.casefold()] = sharing.get(stem.casefold(), 0) + 1
+        owning[stem.casefold()] = owning.get(stem.casefold(), 0) + (stem == key)
+    stems: dict[str, str] = {}
+    for key, stem in readable.items():
+        keeps = sharing[stem.casefold()] == 1 or (stem == key and owning[stem.casefold()] == 1)
+        stems[key] = stem if keeps else f"{stem}-{content_hash(key)[:10]}"
+    return stems
+
+
 def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(the audit document, {file name: shapiq document})."""
     import spex
 
     subjects = {}
     shapiq_files: dict[str, dict[str, Any]] = {}
+    stems = file_stems([s.key for s in data.subjects])
     for s in data.subjects:
+        own: list[str] = []
         budget = s.metrics.get("budget")
         baseline = s.metrics.get("baseline_value")
         empty = s.metrics.get("empty_value")
@@ -70,15 +92,15 @@ def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
             "pairs": s.pairs, "diff": s.diff.to_dict() if s.diff else None,
         }
         if s.ranking:
-            name = f"{_safe(s.key)}.{s.index}.json"
-            shapiq_files[name] = shapiq_document(s, s.ranking, s.index,
-                                                 baseline_value=baseline if baseline is not None else 0.0,
-                                                 budget=budget)
+            own.append(f"{stems[s.key]}.{s.index}.json")
+            shapiq_files[own[-1]] = shapiq_document(s, s.ranking, s.index,
+                                                    baseline_value=baseline if baseline is not None else 0.0,
+                                                    budget=budget)
         if s.shapley:
-            name = f"{_safe(s.key)}.shapley.json"
-            shapiq_files[name] = shapiq_document(s, s.shapley, "shapley",
-                                                 baseline_value=empty if empty is not None else 0.0, budget=budget)
-        subjects[s.key]["shapiq_files"] = [f for f in shapiq_files if f.startswith(_safe(s.key) + ".")]
+            own.append(f"{stems[s.key]}.shapley.json")
+            shapiq_files[own[-1]] = shapiq_document(s, s.shapley, "shapley",
+                                                    baseline_value=empty if empty is not None else 0.0, budget=budget)
+        subjects[s.key]["shapiq_files"] = own
     document = {
         "format": "spex.audit/1",
         "spex_version": spex.__version__,

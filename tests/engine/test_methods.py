@@ -116,6 +116,22 @@ def test_constant_function():
     assert len(ex.interactions()) == 0 or np.allclose(ex.interactions()["value"], 0.0, atol=1e-9)
 
 
+@pytest.mark.parametrize("method", ["proxyspex", "spex", "linear", "faith_banzhaf"])
+@pytest.mark.parametrize("n", [6, 3])
+def test_every_index_of_a_constant_function(method, n):
+    """Issue 16 #4: a constant function (a prompt whose every mask scores the same) exactly explained
+    has a spectrum of the constant alone, with no member of order 1; the Shapley conversion indexed
+    that empty member column and raised IndexError. Every index now gives zeros."""
+    budget = max(1 << n, spex.get_method(method).minimum_budget(n))  # all masks: the exact spectrum
+    ex = spex.explain(lambda x: np.full(len(x), 0.5), n, budget=budget, method=method, seed=0)
+    assert ex.spectrum.constant == pytest.approx(0.5)
+    for index in spex.engine.INDICES:
+        table = ex.interactions(index, order=1 if index == "shapley" else None)
+        np.testing.assert_allclose(table["value"].to_numpy(dtype=float), 0.0, atol=1e-12)
+    shapley = ex.interactions("shapley", order=1)
+    assert sorted(shapley["members"]) == [(i,) for i in range(n)]
+
+
 def test_nan_values_name_the_rows():
     def f(x):
         out = x.sum(axis=1).astype(float)

@@ -58,9 +58,12 @@ def test_error_locations_are_the_spec_fields(data: dict, field: str, says: str) 
 
 
 def test_did_you_mean_looks_at_the_chosen_lens_only() -> None:
-    assert "did you mean `prompts`?" in str(error_of({**HEADS, "subjects": [{"id": "t", "prompt": "a", "answers": ["x"]}]}))
+    # a field of another lens says whose it is and what this lens takes (issue 16 #1)
+    error = error_of({**HEADS, "subjects": [{"id": "t", "prompt": "a", "answers": ["x"]}]})
+    assert "`prompt` belongs to the features lens; the heads lens takes `prompts`" in str(error)
+    assert "fix: write `prompts` instead of `prompt`" in str(error)
     error = error_of({**HEADS, "lens_options": {"unit": "word"}})  # a features option given to the heads lens
-    assert error.field == "lens_options.unit" and "known fields: layers, mode, rescale, reference, chat" in str(error)
+    assert error.field == "lens_options.unit" and "the heads lens's options are layers, mode, rescale, reference, chat" in str(error)
     assert "did you mean `label`?" in str(error_of({**DATA, "lens_options": {"train": [{"text": "a", "lable": 1}]}}))
 
 

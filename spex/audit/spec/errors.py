@@ -91,6 +91,40 @@ def _generic(loc: str) -> str:
     return re.sub(r"\[\d+\]", "", loc)
 
 
+_LENS_SECTIONS: dict[str, tuple[str, str]] = {
+    # section of the spec -> (how its location looks, the registration's model of it)
+    "subjects": (r"subjects\[\d+\]\.(\w+)", "subject"),
+    "lens_options": (r"lens_options\.(\w+)", "options"),
+}
+
+
+def _other_lens_field(model: type[BaseModel], loc: str, name: str, errors: list[Any], err: Any) -> SpecError | None:
+    """An unknown field of a subject or of ``lens_options`` that another lens has (``text`` is a data
+    subject's, ``layers`` a heads option): say whose it is and what this lens takes instead, rather
+    than "did you mean" a field of this lens that merely looks alike."""
+    this = getattr(model, "registration", None)
+    section = next((s for s, (pattern, _) in _LENS_SECTIONS.items() if re.fullmatch(pattern, loc)), None)
+    if this is None or section is None:
+        return None
+    part = _LENS_SECTIONS[section][1]
+    owners = [r.name for r in registry.registrations()
+              if r.name != this.name and name in getattr(r, part).model_fields]
+    if not owners:
+        return None
+    whose = " / ".join(owners) + (" lens" if section == "subjects" else " lens's options")
+    parent = tuple(err["loc"][:-1])
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and tuple(e["loc"][:-1]) == parent]
+    if missing:
+        takes = f"the {this.name} lens takes {', '.join(f'`{m}`' for m in missing)}"
+        fix = f"write {', '.join(f'`{m}`' for m in missing)} instead of `{name}`, or set lens: {owners[0]}"
+    else:
+        known = ", ".join(getattr(this, part).model_fields)
+        takes = f"the {this.name} lens's {'subject fields' if section == 'subjects' else 'options'} are {known}"
+        fix = f"remove `{name}`, or set lens: {owners[0]}"
+    return SpecError(f"spec field `{loc}` is not a known field: `{name}` belongs to the {whose}; {takes}; fix: {fix}",
+                     field=loc)
+
+
 def one_line(exc: ValidationError, model: type[BaseModel], prefix: str = "", skip: int = 0) -> SpecError:
     """The SpecError for the first error of a pydantic ValidationError of ``model``, in the spec's words.
 
@@ -112,6 +146,9 @@ def one_line(exc: ValidationError, model: type[BaseModel], prefix: str = "", ski
     given = err.get("input")
     if kind == "extra_forbidden":
         name = loc.split(".")[-1].split("[")[0]
+        other = _other_lens_field(model, loc, name, errors, err)
+        if other is not None:
+            return other
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean `{close[0]}`?" if close else f"remove it (known fields: {', '.join(known) or '-'})"
         return SpecError(f"spec field `{loc}` is not a known field; fix: {hint}", field=loc)

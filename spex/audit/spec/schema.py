@@ -11,7 +11,6 @@ lens's own fields (``subjects[2].target``, ``lens_options.unit``). Validate thro
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,15 +20,17 @@ from pydantic import (
     BaseModel,
     Field,
     TypeAdapter,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
 
 from spex.engine import EXACT_MAX_N, INDICES, METHODS, get_method
+from spex.engine.inputs import max_budget, over_memory
 from spex.errors import SpecError, SpexInputError
 from spex.lenses import registry
-from spex.lenses.registration import LensRegistration, SpecModel
+from spex.lenses.registration import LensRegistration, SpecModel, refuse_boolean_number
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
@@ -53,19 +54,30 @@ class ModelSpec(SpecModel):
         return value
 
 
+def model_config(model: ModelSpec, key: str = "model") -> dict[str, Any] | None:
+    """The ``config.json`` of a local model folder, read without loading weights (None: the model is
+    not a local folder with a config). Every JSON file of the folder must parse: a SpecError names
+    the file and the spec field, before the model loads."""
+    from spex.models.identity import check_folder_json, read_json_file
+
+    folder = Path(model.uri).expanduser()
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        check_folder_json(folder)
+        config = read_json_file(folder / "config.json")
+    except SpexInputError as exc:
+        raise SpecError(f"spec field `{key}`: {exc}", field=key) from None
+    return config if isinstance(config, dict) else None
+
+
 def check_remote_code(model: ModelSpec, key: str = "model") -> None:
     """A local model folder whose config asks for custom code (``auto_map``) runs only with
     ``trust_remote_code: true`` in the spec (registry models are checked when they are loaded)."""
     if model.trust_remote_code:
         return
-    folder = Path(model.uri).expanduser()
-    config = folder / "config.json"
-    if not config.is_file():
-        return
-    try:
-        needs_code = bool(json.loads(config.read_text(encoding="utf-8")).get("auto_map"))
-    except (OSError, ValueError, AttributeError):
-        return  # not ours to judge here: loading reports a broken config
+    config = model_config(model, key)
+    needs_code = bool(config.get("auto_map")) if config is not None else False
     if needs_code:
         raise SpecError(
             f"spec field `{key}.trust_remote_code`: the model at {model.uri} ships custom Python code (config "
@@ -171,6 +183,13 @@ class AuditSpec(SpecModel):
     batch: BatchSpec = Field(default_factory=BatchSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
 
+    @field_validator("alpha", "seed", "holdout", "removal_r", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """As every section's (:class:`SpecModel`), on this model's number fields only: ``*`` would
+        include ``lens``, the union's discriminator, which takes no before-validator."""
+        return refuse_boolean_number(cls, value, info)
+
     @field_validator("model", "baseline", mode="before")
     @classmethod
     def _model_uri(cls, value: Any) -> Any:
@@ -230,7 +249,9 @@ class AuditSpec(SpecModel):
             try:
                 get_method(method, **value)
             except SpexInputError as exc:
-                raise ValueError(f"{exc}; fix: remove or correct that option") from None
+                field = f"method_options.{exc.field}" if exc.field else "method_options"
+                fix = "correct that option" if exc.field else "remove or correct that option"
+                raise SpecError(f"spec field `{field}`: {exc}; fix: {fix}", field=field) from None
         return value
 
     @model_validator(mode="after")
@@ -275,6 +296,11 @@ class AuditSpec(SpecModel):
                 f"(method {self.method} needs at least {floor}); fix: set budget to at least {floor}, or budget: auto",
                 field="budget",
             )
+        per_mask = get_method(self.method, **self.method_options).bytes_per_mask(n)
+        too_big = None if n <= EXACT_MAX_N and (1 << n) <= budget else over_memory(budget, n, per_mask)
+        if too_big is not None:
+            fix = f"set budget to at most {max_budget(per_mask)}" + (" (or lower alpha)" if self.budget == "auto" else "")
+            raise SpecError(f"spec field `budget`: subject {subject!r}: {too_big}; fix: {fix}", field="budget")
         return budget
 
     def public_dict(self) -> dict[str, Any]:
@@ -288,7 +314,9 @@ class AuditSpec(SpecModel):
         * each subject's feature count, where the lens knows it from the text (the features lens
           segments the prompt, the data lens counts its training set), against the budget;
         * a local model folder that ships custom code (config ``auto_map``) without
-          ``model.trust_remote_code: true``.
+          ``model.trust_remote_code: true``, or whose JSON files do not parse;
+        * the lens's options against the model's config (the heads lens's ``layers``) and the files
+          they name (the data lens's ``encoder``).
 
         Raises a :class:`SpecError` naming the field and the fix."""
         from spex.audit.spec.subjects import offline_feature_count
@@ -296,6 +324,7 @@ class AuditSpec(SpecModel):
         for key, model in (("model", self.model), ("baseline", self.baseline)):
             if model is not None:
                 check_remote_code(model, key)
+                self.registration.check_options(self.options, model_config(model, key))
         for subject in self.subjects:
             n = offline_feature_count(self, subject)
             if n is not None:

@@ -8,15 +8,58 @@ JSON-able diagnostics.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
+
+import numpy as np
 
 from spex.engine.batching import MaskEvaluator
 from spex.engine.spectrum import Spectrum
 from spex.errors import SpexInputError
+
+
+# -- option checks: every method validates each option's type and range in ``__init__``, so a spec's
+# ``method_options: {max_trees: many}`` is refused before anything starts, not when the fit reads it.
+def _refuse(name: str, wanted: str, value: Any) -> SpexInputError:
+    return SpexInputError(f"option {name!r} must be {wanted}; got {value!r}", field=name)
+
+
+def int_option(value: Any, name: str, low: int, high: int) -> int:
+    """A whole number in [low, high] (an integral float is that number; a boolean is not a number)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= int(value) <= high:
+        raise _refuse(name, f"an integer in [{low}, {high}]", value)
+    return int(value)
+
+
+def float_option(value: Any, name: str, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    """A finite number between low and high (``*_open``: that end excluded)."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+    if ok:
+        x = float(value)
+        ok = math.isfinite(x) and (low < x if low_open else low <= x) and (x < high if high_open else x <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise _refuse(name, f"a number in {interval}", value)
+    return float(value)
+
+
+def bool_option(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise _refuse(name, "true or false", value)
+    return bool(value)
+
+
+def choice_option(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise _refuse(name, f"one of {', '.join(map(repr, choices))}", value)
+    return value
 
 
 class StageTimer:
@@ -51,6 +94,11 @@ class Method(ABC):
     @abstractmethod
     def minimum_budget(self, n: int) -> int:
         """The smallest number of masks this method can work with at n features."""
+
+    def bytes_per_mask(self, n: int) -> int:
+        """Memory one mask of the budget costs while the method runs: its float64 design row, the mask
+        and its value. A method that builds wider matrices per mask says so (ProxySPEX's refit)."""
+        return 8 * n + n + 64
 
     @abstractmethod
     def fit(

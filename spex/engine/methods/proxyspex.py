@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightgbm as lgb
@@ -27,7 +28,14 @@ from spex.engine import sets
 from spex.engine.batching import MaskEvaluator
 from spex.engine.heldout import r2
 from spex.engine.linalg import independent_columns, least_squares
-from spex.engine.methods.base import Method, StageTimer
+from spex.engine.methods.base import (
+    Method,
+    StageTimer,
+    bool_option,
+    choice_option,
+    float_option,
+    int_option,
+)
 from spex.engine.methods.trees import tree_spectrum
 from spex.engine.spectrum import Spectrum
 from spex.errors import SpexInputError
@@ -152,6 +160,7 @@ def select_by_energy(coefficients: np.ndarray, energy: float) -> int:
 
 
 REFIT_SOLVERS = ("lstsq", "ridge", "lasso")
+MAX_DEPTH = 17  # LightGBM's num_leaves (2**depth here) is at most 131072
 
 
 def refit_coefficients(design: np.ndarray, y: np.ndarray, solver: str, seed: int) -> np.ndarray:
@@ -194,21 +203,36 @@ class ProxySPEX(Method):
     }
 
     def __init__(self, **options: Any) -> None:
+        """Check every option's type and range here (not when the fit reads it), so an audit with a
+        bad option is refused before any mask is computed."""
         super().__init__(**options)
         o = self.options
-        if o["selection"] not in ("holdout", "energy"):
-            raise SpexInputError(f"selection must be 'holdout' or 'energy', got {o['selection']!r}")
-        if not 0.0 < float(o["validation_fraction"]) < 0.9:
-            raise SpexInputError("validation_fraction must be in (0, 0.9)")
-        if not 0.0 < float(o["energy"]) <= 1.0:
-            raise SpexInputError("energy must be in (0, 1]")
-        if o["refit_solver"] not in REFIT_SOLVERS:
-            raise SpexInputError(f"refit_solver must be one of {REFIT_SOLVERS}, got {o['refit_solver']!r}")
-        if not o["depths"] or any(int(d) < 1 for d in o["depths"]):
-            raise SpexInputError("depths must be a non-empty sequence of positive integers")
+        for name in ("pair_complements", "retrain_full", "refit"):
+            bool_option(o[name], name)
+        depths = o["depths"]
+        if isinstance(depths, (str, bytes)) or not isinstance(depths, Sequence) or not depths:
+            raise SpexInputError(f"option 'depths' must be a non-empty list of tree depths, e.g. [3, 5]; got {depths!r}",
+                                 field="depths")
+        for depth in depths:
+            int_option(depth, "depths", 1, MAX_DEPTH)
+        float_option(o["learning_rate"], "learning_rate", 0.0, 10.0, low_open=True)
+        int_option(o["max_trees"], "max_trees", 1, 1_000_000)
+        int_option(o["early_stopping"], "early_stopping", 1, 1_000_000)
+        float_option(o["validation_fraction"], "validation_fraction", 0.0, 0.9, low_open=True, high_open=True)
+        choice_option(o["selection"], "selection", ("holdout", "energy"))
+        float_option(o["energy"], "energy", 0.0, 1.0, low_open=True)
+        int_option(o["max_support"], "max_support", 1, 1_000_000)
+        int_option(o["max_selection_rows"], "max_selection_rows", 8, 100_000_000)
+        choice_option(o["refit_solver"], "refit_solver", REFIT_SOLVERS)
+        int_option(o["num_threads"], "num_threads", 0, 4096)
 
     def minimum_budget(self, n: int) -> int:
         return 32
+
+    def bytes_per_mask(self, n: int) -> int:
+        """Besides the masks: a float32 copy for LightGBM, and the refit's parity design of every mask
+        against the selected support (up to ``max_support`` + 1 float64 columns)."""
+        return super().bytes_per_mask(n) + 4 * n + 8 * (int(self.options["max_support"]) + 1)
 
     def fit(
         self, evaluate: MaskEvaluator, n: int, budget: int, seed: int, timer: StageTimer

@@ -35,7 +35,13 @@ from scipy.linalg import cho_factor, cho_solve, lstsq
 
 from spex.engine import sets
 from spex.engine.batching import MaskEvaluator
-from spex.engine.methods.base import Method, StageTimer
+from spex.engine.methods.base import (
+    Method,
+    StageTimer,
+    bool_option,
+    choice_option,
+    int_option,
+)
 from spex.engine.methods.bch import ShortenedBCH, parity_length, shortened_bch
 from spex.engine.sampling import rng
 from spex.engine.spectrum import Spectrum
@@ -204,17 +210,15 @@ class SPEX(Method):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         o = self.options
-        o["t"] = _int_option(o["t"], "t", 1, MAX_T)
-        o["C"] = _int_option(o["C"], "C", 1, 64)
+        o["t"] = int_option(o["t"], "t", 1, MAX_T)
+        o["C"] = int_option(o["C"], "C", 1, 64)
         if o["b"] is not None:
-            o["b"] = _int_option(o["b"], "b", 1, MAX_B)
+            o["b"] = int_option(o["b"], "b", 1, MAX_B)
         if o["chase_depth"] is not None:
-            o["chase_depth"] = _int_option(o["chase_depth"], "chase_depth", 0, MAX_CHASE)
-        o["max_iter"] = _int_option(o["max_iter"], "max_iter", 1, 10_000)
-        if o["decoder"] not in ("soft", "hard"):
-            raise SpexInputError(f"decoder must be 'soft' or 'hard', got {o['decoder']!r}")
-        if not isinstance(o["refit"], (bool, np.bool_)):
-            raise SpexInputError(f"refit must be True or False, got {o['refit']!r}")
+            o["chase_depth"] = int_option(o["chase_depth"], "chase_depth", 0, MAX_CHASE)
+        o["max_iter"] = int_option(o["max_iter"], "max_iter", 1, 10_000)
+        choice_option(o["decoder"], "decoder", ("soft", "hard"))
+        bool_option(o["refit"], "refit")
 
     # ------------------------------------------------------------------ budget
     def minimum_budget(self, n: int) -> int:
@@ -440,9 +444,3 @@ def refit_on_design(design: CodedDesign, bins: np.ndarray, support: np.ndarray) 
     # large supports: ‖Zᵀβ − vec(V)‖² has the same minimiser as ‖Xβ − y‖² (expand both), and
     # LSQR on the sparse Zᵀ keeps the design's conditioning (the Gram matrix would square it)
     return spla.lsqr(z.T.tocsr(), np.asarray(bins, dtype=np.float64).reshape(-1), atol=1e-14, btol=1e-14, iter_lim=20 * k)[0]
-
-
-def _int_option(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= int(value) <= high:
-        raise SpexInputError(f"option {name!r} must be an integer in [{low}, {high}]; got {value!r}")
-    return int(value)

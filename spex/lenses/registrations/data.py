@@ -6,6 +6,7 @@ Implementation: :mod:`spex.lenses.training_data` (torch). The training set is pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from spex.errors import SpecError
+from spex.errors import SpecError, SpexInputError
 from spex.lenses.registration import LensRegistration, SpecModel
 from spex.lenses.spec_files import read_jsonl
 
@@ -103,12 +104,34 @@ def load_training_set(options: DataOptions) -> list[TrainExample]:
     return rows
 
 
+def check_target_label(labels: list[Any], target_label: Any) -> None:
+    """The target's label must be the label of some training example: a label none has would be an
+    extra, empty class, and every retrained head would score the target's class the same way (a
+    meaningless ranking that still passes)."""
+    if target_label not in set(labels):
+        present = sorted({str(label) for label in labels})
+        raise SpexInputError(f"label {target_label!r} is the label of no training example; the labels present are "
+                             f"{present}; fix: give one of those labels", field="label")
+
+
 def count_features(options: DataOptions, subject: DataSubject) -> int:
-    """n from the training set alone: its examples, or its groups (``grouped``)."""
+    """n from the training set alone: its examples, or its groups (``grouped``). The target's label is
+    checked against the training labels here too: it is the one offline look at the training set."""
     rows = load_training_set(options)
+    check_target_label([r.label for r in rows], subject.label)
     if options.grouped:
         return len({r.group if r.group is not None else j for j, r in enumerate(rows)})
     return len(rows)
+
+
+def check_options(options: DataOptions, model_config: Mapping[str, Any] | None) -> None:
+    """An ``encoder`` given as a local path must exist (checked before the audited model loads)."""
+    from spex.models.identity import missing_local_path
+
+    if options.encoder != "model" and missing_local_path(options.encoder):
+        raise SpecError(f"spec field `lens_options.encoder`: path {options.encoder} does not exist; fix: give an "
+                        f"existing model folder, a model URI, or encoder: model (embed with the audited model)",
+                        field="lens_options.encoder")
 
 
 def view(options: DataOptions, subject: DataSubject, vf: Any) -> dict[str, Any]:
@@ -138,4 +161,5 @@ REGISTRATION = LensRegistration(
     default_options={"train": "builtin:sentiment"},
     subject_text_fields=("text",),
     redact_options=redact_options,
+    check_options=check_options,
 )

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from spex.errors import SpexInputError
 from spex.lenses.registration import LensRegistration, SpecModel
-from spex.lenses.segmentation import segment
+from spex.lenses.segmentation import has_visible_text, segment
 
 LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
 
@@ -41,6 +41,9 @@ class FeaturesSubject(SpecModel):
     def _prompt(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("is empty; fix: give the text whose words or sentences are the features")
+        if not has_visible_text(value):
+            raise ValueError("has no visible text (only spaces, zero-width or control characters), so every mask "
+                             "reads the same; fix: give the text whose words or sentences are the features")
         return value
 
 

@@ -6,10 +6,12 @@ once it loads (no offline count).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from spex.errors import SpecError
 from spex.lenses.registration import LensRegistration, SpecModel
 
 LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
@@ -39,6 +41,19 @@ class HeadsSubject(SpecModel):
         return self
 
 
+def check_options(options: HeadsOptions, model_config: Mapping[str, Any] | None) -> None:
+    """``layers`` against the layer count in the model's config, before its weights load."""
+    count = next((model_config.get(k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+                  if isinstance(model_config.get(k), int)), None) if model_config else None
+    if options.layers is None or count is None:
+        return
+    bad = [layer for layer in options.layers if not -count <= layer < count]
+    if bad or not options.layers:
+        raise SpecError(f"spec field `lens_options.layers`: the model has {count} layers, so layers must be indices in "
+                        f"[0, {count}) (negative counts from the end); got {options.layers}; fix: pick layers in that "
+                        f"range, or leave layers out for all of them", field="lens_options.layers")
+
+
 def view(options: HeadsOptions, subject: HeadsSubject, vf: Any) -> dict[str, Any]:
     """The layer x head grid (head names such as ``L0H3`` hold no text of the prompts)."""
     return {"kind": "grid", "labels": list(vf.feature_labels), "layers": list(getattr(vf, "layers", [])),
@@ -64,4 +79,5 @@ REGISTRATION = LensRegistration(
     view=view,
     subject_text_fields=("prompts", "answers"),
     redact_options=redact_options,
+    check_options=check_options,
 )
