@@ -16,7 +16,8 @@ computed with other weights. Loading never uses the network.
 
 One job per module, imported bottom-up (no module imports one above it, so there is no cycle):
 
-* :mod:`~spex.models.loaded` — :class:`LoadedModel`, the model kinds;
+* :mod:`~spex.models.kinds` — the model kinds, and the check that a checkpoint has the asked-for head;
+* :mod:`~spex.models.loaded` — :class:`LoadedModel`;
 * :mod:`~spex.models.devices` — ``"auto"`` devices and dtype names;
 * :mod:`~spex.models.identity` — :func:`folder_digest` (content digest of a folder or file, cached);
 * :mod:`~spex.models.folders` — Hugging Face folders, GGUF files, hub-cache snapshots;
@@ -26,10 +27,22 @@ One job per module, imported bottom-up (no module imports one above it, so there
 * :mod:`~spex.models.scoring` — what the lenses compute with a loaded model (log-probs, embeddings).
 """
 
-from spex.models.devices import resolve_device, resolve_dtype
-from spex.models.identity import file_digest, folder_digest
-from spex.models.loaded import KINDS, Kind, LoadedModel
-from spex.models.loading import as_loaded, load
+from __future__ import annotations
 
-__all__ = ["KINDS", "Kind", "LoadedModel", "as_loaded", "file_digest", "folder_digest", "load", "resolve_device",
-           "resolve_dtype"]
+import importlib
+from typing import Any
+
+_EXPORTS = {"resolve_device": "devices", "resolve_dtype": "devices", "file_digest": "identity",
+            "folder_digest": "identity", "KINDS": "kinds", "Kind": "kinds", "LoadedModel": "loaded",
+            "as_loaded": "loading", "load": "loading"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The public names load with their module on first use: the torch-free modules (``kinds``,
+    ``identity``) can be imported by the spec's preflight without the package pulling in torch."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

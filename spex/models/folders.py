@@ -18,6 +18,7 @@ import torch
 from spex.errors import SpexInputError
 from spex.models.devices import resolve_device, resolve_dtype
 from spex.models.identity import file_digest, folder_digest, read_json_file
+from spex.models.kinds import check_kind, kind_of_architectures
 from spex.models.loaded import KINDS, Kind, LoadedModel
 
 
@@ -29,13 +30,9 @@ def _kind_of(cfg: Any) -> Kind:
     )
 
     archs = list(getattr(cfg, "architectures", None) or [])
-    for arch in archs:
-        if arch.endswith("ForSequenceClassification"):
-            return "classifier"
-        if arch.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
-            return "causal-lm"
-    if archs:
-        return "encoder"
+    recorded = kind_of_architectures(archs)
+    if recorded is not None:
+        return recorded
     # No architecture recorded (e.g. a GGUF config): decoder families have a causal-LM head and no
     # masked-LM head; encoders such as BERT have both.
     model_type = getattr(cfg, "model_type", "")
@@ -86,9 +83,11 @@ def load_folder(path: str | Path, *, device: str | torch.device = "auto", dtype:
     _check_remote_code(cfg_dict, str(folder), trust_remote_code)
     local = {"trust_remote_code": trust_remote_code, "local_files_only": True}
     cfg = transformers.AutoConfig.from_pretrained(folder, **local)
+    if kind is not None:
+        if kind not in KINDS:
+            raise SpexInputError(f"kind must be one of {KINDS}; got {kind!r}")
+        check_kind(kind, list(getattr(cfg, "architectures", None) or []), str(folder))
     kind = kind or _kind_of(cfg)
-    if kind not in KINDS:
-        raise SpexInputError(f"kind must be one of {KINDS}; got {kind!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     model = _auto_class(kind).from_pretrained(folder, dtype=dt, **local)

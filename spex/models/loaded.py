@@ -5,14 +5,15 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from spex.errors import SpexInputError
-
-Kind = Literal["causal-lm", "classifier", "encoder"]
-KINDS: tuple[str, ...] = ("causal-lm", "classifier", "encoder")
+from spex.models.kinds import (  # noqa: F401  (re-exported: spex.models.Kind / KINDS)
+    KINDS,
+    Kind,
+)
 
 
 @dataclass(eq=False)

@@ -47,6 +47,16 @@ def test_encoder_kind_override(bert_dir):
     assert enc.kind == "encoder" and type(enc.model).__name__ == "BertModel"
 
 
+def test_a_head_the_checkpoint_lacks_is_refused(bert_dir, gpt2_dir):
+    """transformers would load the classifier under a causal-LM head initialised at random (issue 16, #13)."""
+    with pytest.raises(SpexInputError, match="classifier checkpoint .* no causal-lm head") as refused:
+        load(bert_dir, kind="causal-lm", device="cpu")
+    assert refused.value.field == "kind"
+    with pytest.raises(SpexInputError, match="no classifier head"):
+        load(gpt2_dir, kind="classifier", device="cpu")
+    assert load(bert_dir, kind="classifier", device="cpu").kind == "classifier"  # its own head: fine
+
+
 def test_identity_is_a_content_digest(gpt2_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(gpt2_dir, copy)

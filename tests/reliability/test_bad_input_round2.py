@@ -139,6 +139,8 @@ ROWS: list[Row] = [
     Row(29, "data encoder path that does not exist",
         spec(lens="data", lens_options={"train": TRAIN, "encoder": "/no/such/encoder"},
              subjects=[{"id": "a", "text": "the food was good", "label": "positive"}]), "`lens_options.encoder`"),
+    Row(13, "causal-lm kind on a classifier checkpoint", spec(model={"uri": MODEL, "kind": "causal-lm"}),
+        "`model.kind`"),
     Row(30, "a CUDA device this machine does not have", spec(model={"uri": MODEL, "device": "cuda:99"}),
         "`model.device`"),
 ]

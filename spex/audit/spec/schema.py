@@ -31,6 +31,7 @@ from spex.engine.inputs import max_budget, over_memory
 from spex.errors import SpecError, SpexInputError
 from spex.lenses import registry
 from spex.lenses.registration import LensRegistration, SpecModel, refuse_boolean_number
+from spex.models.kinds import Kind
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
@@ -42,7 +43,7 @@ class ModelSpec(SpecModel):
     uri: str = Field(min_length=1)
     device: str = "auto"
     dtype: str | None = None
-    kind: Literal["causal-lm", "classifier", "encoder"] | None = None
+    kind: Kind | None = None
     trust_remote_code: bool = False
 
     @field_validator("uri")
@@ -69,6 +70,22 @@ def model_config(model: ModelSpec, key: str = "model") -> dict[str, Any] | None:
     except SpexInputError as exc:
         raise SpecError(f"spec field `{key}`: {exc}", field=key) from None
     return config if isinstance(config, dict) else None
+
+
+def check_model_kind(model: ModelSpec, key: str = "model") -> None:
+    """A ``kind`` the local checkpoint has no head for is refused before the model loads (transformers
+    would initialise that head at random: :mod:`spex.models.kinds`)."""
+    if model.kind is None:
+        return
+    config = model_config(model, key)
+    if config is None:
+        return
+    from spex.models.kinds import check_kind
+
+    try:
+        check_kind(model.kind, list(config.get("architectures") or []), f"the model at {model.uri}")
+    except SpexInputError as exc:
+        raise SpecError(f"spec field `{key}.kind`: {exc}", field=f"{key}.kind") from None
 
 
 def check_remote_code(model: ModelSpec, key: str = "model") -> None:
@@ -314,7 +331,8 @@ class AuditSpec(SpecModel):
         * each subject's feature count, where the lens knows it from the text (the features lens
           segments the prompt, the data lens counts its training set), against the budget;
         * a local model folder that ships custom code (config ``auto_map``) without
-          ``model.trust_remote_code: true``, or whose JSON files do not parse;
+          ``model.trust_remote_code: true``, or whose JSON files do not parse, or that has no head of
+          the spec's ``model.kind``;
         * the lens's options against the model's config (the heads lens's ``layers``) and the files
           they name (the data lens's ``encoder``).
 
@@ -324,6 +342,7 @@ class AuditSpec(SpecModel):
         for key, model in (("model", self.model), ("baseline", self.baseline)):
             if model is not None:
                 check_remote_code(model, key)
+                check_model_kind(model, key)
                 self.registration.check_options(self.options, model_config(model, key))
         for subject in self.subjects:
             n = offline_feature_count(self, subject)
