@@ -27,6 +27,7 @@ from spex.cli import (  # noqa: F401  (shared helpers and options)
     app,
     shown,
 )
+from tasks.runner_spec import parse_runner
 
 if TYPE_CHECKING:
     from spex.audit.pipeline import AuditOutcome
@@ -380,15 +381,14 @@ def audit_command(
     _quiet_libraries()
     console = _console()
     with _run_errors():
+        parse_runner(runner)  # a bad --runner is exit 2 before anything starts (no store created)
         data = _spec_data(spec)
         with _connections(db, tracking_uri):
             _preflight_before_prefect(data, [model])
             from flows.api_server import prefect_api
             from flows.audit import audit
             from tasks.caching import results_in_data_dir
-            from tasks.runners import parse_runner
 
-            parse_runner(runner)  # a bad --runner is exit 2 before anything starts
             with prefect_api(), _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = audit(data, model=model, refresh_cache=no_cache, runner=runner)
     _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
@@ -413,6 +413,7 @@ def release_command(
     _quiet_libraries()
     console = _console()
     with _run_errors():
+        parse_runner(runner)  # a bad --runner is exit 2 before anything starts (no store created)
         data = _spec_data(spec)
         with _connections(db, tracking_uri):
             from spex.audit.preflight import release_models
@@ -421,9 +422,7 @@ def release_command(
             from flows.api_server import prefect_api
             from flows.release import release_audit
             from tasks.caching import results_in_data_dir
-            from tasks.runners import parse_runner
 
-            parse_runner(runner)  # a bad --runner is exit 2 before anything starts
             with prefect_api(), _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache,
                                        runner=runner)

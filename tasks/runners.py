@@ -51,9 +51,12 @@ from spex.audit.ablate import (
     empty_stats,
 )
 from tasks.ablate import ablate
-
-LOCAL = "local"
-RAY = "ray"
+from tasks.runner_spec import (  # noqa: F401  (parse_runner: the flows' import)
+    LOCAL,
+    RAY,
+    RunnerSpec,
+    parse_runner,
+)
 
 # Environment every Ray worker gets (the telemetry of Ray, Prefect and MLflow off; no tokenizer threads).
 _QUIET_WORKER_ENV = {
@@ -66,39 +69,6 @@ _QUIET_WORKER_ENV = {
 # What the flow's process knows that a worker needs to load the same model the same way.
 _FORWARDED_ENV = ("SPEX_DATA_DIR", "MLFLOW_TRACKING_URI", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                   "SPEX_FAULT_KILL_AT")
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """A parsed ``--runner`` value: ``local``, ``ray`` (a temporary local cluster, or the one named by
-    ``RAY_ADDRESS``) or ``ray=ADDRESS`` (``auto``, ``HOST:PORT`` of a head node, ``ray://HOST:10001``)."""
-
-    kind: str = LOCAL
-    address: str | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.address is None else f"{self.kind}={self.address}"
-
-
-def parse_runner(value: str | RunnerSpec | None) -> RunnerSpec:
-    """The runner named by ``value``; a :class:`spex.engine.inputs.SpexInputError` names a bad one."""
-    from spex.errors import SpexInputError
-
-    if isinstance(value, RunnerSpec):
-        return value
-    text = (value or LOCAL).strip()
-    kind, sep, address = text.partition("=")
-    kind = kind.strip().lower()
-    address = address.strip()
-    if kind == LOCAL and not sep:
-        return RunnerSpec(LOCAL)
-    if kind == RAY:
-        if sep and not address:
-            raise SpexInputError("--runner ray=ADDRESS needs an address after '='; fix: --runner ray (a local "
-                                 "cluster) or --runner ray=HOST:PORT / ray=ray://HOST:10001 / ray=auto")
-        return RunnerSpec(RAY, address or None)
-    raise SpexInputError(f"unknown runner {text!r}; fix: --runner local (default), --runner ray (a local Ray "
-                         f"cluster) or --runner ray=ADDRESS (an existing Ray cluster)")
 
 
 # ---------------------------------------------------------------------------------------------- local

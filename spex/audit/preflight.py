@@ -137,10 +137,14 @@ def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, d
     for key, model_spec in (("model", audit_spec.model), ("baseline", audit_spec.baseline)):
         if model_spec is not None:
             check_device(model_spec, key)
+    # The order creates nothing before an input error: a bad model path, then a metadata DB that is
+    # down, leave no store behind; only a registry URI needs the MLflow store to resolve its model.
     check_data_dir()
-    check_tracking()  # before the model key: resolving a models:/ URI opens the registry store
+    registry_model = audit_spec.model.uri.startswith(("models:/", "runs:/"))
+    if registry_model:
+        check_tracking()
     try:
-        key = runtime.cheap_model_key(audit_spec.model)
+        model_key = runtime.cheap_model_key(audit_spec.model)
     except SpecError:
         raise
     except SpexInputError as exc:  # e.g. a registry version that does not exist: name the field
@@ -148,4 +152,6 @@ def preflight(spec: dict[str, Any], model: str | dict[str, Any] | None = None, d
         raise SpecError(message if message.startswith("spec field") else f"spec field `model`: {message}",
                         field="model") from None
     check_environment(db_url)
-    return key
+    if not registry_model:
+        check_tracking()
+    return model_key
