@@ -5,7 +5,7 @@ reused across runs; its ``INPUTS`` policy hashes whole arguments (slow for mask 
 miss that two specs differing only in their name do the same work). Each stage names the inputs that
 determine its output — a parameter, or a field of one (``"plan.fingerprint"``) — and the key is a
 content hash of exactly those (:func:`spex.content.content_hash`: mask matrices by their bits).
-``CACHE_VERSION`` is bumped when a stage's output changes for the same inputs (2: typed stage outputs).
+``CACHE_VERSION`` is bumped when a stage's output changes for the same inputs (2: typed stage outputs; 3: fits carry their uncertainty).
 
 Why a retry condition: a transient failure (a database restart, an MLflow server blip, a flaky file
 system) is retried with exponential back-off; bad input (``SpexInputError``, a spec error, a
@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 from spex import settings
 from spex.content import content_hash
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def _lookup(parameters: dict[str, Any], name: str) -> Any:

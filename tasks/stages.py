@@ -53,7 +53,8 @@ class TaskStages(Stages):
 
     def search(self, spec: AuditSpec, plan: SubjectPlan, fit: Fit) -> Tables:
         ranking = spec.ranking
-        return search_tasks.search(fit.spectrum, plan.labels, ranking.index, ranking.order, ranking.record_top)
+        return search_tasks.search(fit, plan.labels, ranking.index, ranking.order, ranking.record_top,
+                                   ranking.confidence)
 
     def plan_removal(self, spec: AuditSpec, plan: SubjectPlan, fit: Fit) -> RemovalPlan:
         return validate_tasks.plan_removal(fit.spectrum, spec.removal_r, plan.labels)

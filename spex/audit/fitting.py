@@ -18,6 +18,7 @@ from spex.audit.test_hooks import kill_here_for_tests
 from spex.content import to_jsonable
 from spex.engine.maskbits import mask_keys
 from spex.engine.spectrum import Spectrum
+from spex.engine.uncertainty import Uncertainty
 
 
 class ReplayValueFunction:
@@ -45,7 +46,8 @@ class ReplayValueFunction:
 class Fit:
     """A fitted subject: the recovered ``spectrum``, the method's JSON-ready ``diagnostics``, the proxy
     ``booster`` (LightGBM model text) when the method has one, seconds per method stage, the value
-    function calls the method made, and the method with its effective options."""
+    function calls the method made, the method with its effective options, and the covariance of the
+    coefficients (``uncertainty``: every recorded interaction's standard error comes from it)."""
 
     spectrum: Spectrum
     diagnostics: dict[str, Any]
@@ -54,6 +56,7 @@ class Fit:
     n_calls: int
     method: str
     options: dict[str, Any]
+    uncertainty: Uncertainty | None = None
 
     @property
     def coefficients(self) -> int:
@@ -70,7 +73,8 @@ def fit_method(method: str, options: dict[str, Any], n: int, budget: int, seed: 
                  **options)
     return Fit(spectrum=ex.spectrum, diagnostics=to_jsonable(ex.diagnostics),
                booster=ex.proxy.model_to_string() if ex.proxy is not None else None, seconds=dict(ex.seconds),
-               n_calls=int(ex.n_calls), method=ex.method, options=to_jsonable(dict(ex.options)))
+               n_calls=int(ex.n_calls), method=ex.method, options=to_jsonable(dict(ex.options)),
+               uncertainty=ex.uncertainty)
 
 
 def fit_subject(plan: SubjectPlan, method: str, options: dict[str, Any], seed: int, masks: np.ndarray,

@@ -208,7 +208,8 @@ class Stages:
     def search(self, spec: AuditSpec, plan: SubjectPlan, fit: Fit) -> Tables:
         ranking = spec.ranking
         return interaction_tables(fit.spectrum, plan.labels, index=ranking.index, order=ranking.order,
-                                  record_top=ranking.record_top)
+                                  record_top=ranking.record_top, uncertainty=fit.uncertainty,
+                                  level=ranking.confidence)
 
     def plan_removal(self, spec: AuditSpec, plan: SubjectPlan, fit: Fit) -> RemovalPlan:
         return removal_plan(fit.spectrum, spec.removal_r, plan.labels)

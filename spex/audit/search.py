@@ -1,6 +1,7 @@
 """Stage 4: read the interactions out of the recovered spectrum (no model call; cheap, not cached).
 
-Three tables per subject, each a list of JSON rows (members, labels, order, value, rank):
+Three tables per subject, each a list of JSON rows (members, labels, order, value, rank, and the
+value's standard error ``se`` with its interval ``ci_low``/``ci_high`` — None where unknown):
 
 * ``ranking`` — the spec's index (default Faith-Banzhaf of order 2), its top ``record_top`` rows: what
   is recorded, diffed between versions and gated;
@@ -19,6 +20,7 @@ import pandas as pd
 
 from spex.engine.indices import compute
 from spex.engine.spectrum import Spectrum
+from spex.engine.uncertainty import DEFAULT_LEVEL, Uncertainty
 
 MAX_PAIRS = 5000
 
@@ -57,8 +59,20 @@ def rows(table: pd.DataFrame) -> Rows:
                "rank": int(r["rank"])}
         if "labels" in r and r["labels"] is not None:
             row["labels"] = [str(x) for x in r["labels"]]
+        for key in UNCERTAINTY_FIELDS:
+            if key in r:
+                row[key] = _finite(r[key])
         out.append(row)
     return out
+
+
+UNCERTAINTY_FIELDS = ("se", "ci_low", "ci_high")
+
+
+def _finite(x: Any) -> float | None:
+    """A float, or None for NaN/inf (JSON and the DB have no NaN: unknown is null)."""
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def interaction_frame(table: Rows, index: str) -> pd.DataFrame:
@@ -69,17 +83,23 @@ def interaction_frame(table: Rows, index: str) -> pd.DataFrame:
         "order": [int(r["order"]) for r in table],
         "value": [float(r["value"]) for r in table],
         "rank": [int(r["rank"]) for r in table],
+        **{key: [np.nan if r.get(key) is None else float(r[key]) for r in table] for key in UNCERTAINTY_FIELDS
+           if any(key in r for r in table)},
     })
     frame.attrs["index"] = index
     return frame
 
 
 def interaction_tables(spectrum: Spectrum, labels: list[str], *, index: str, order: int | None,
-                       record_top: int) -> Tables:
-    """The ranking, Shapley and pair tables of ``spectrum`` (see the module docstring)."""
-    ranking = spectrum.interactions(index=index, order=order, top=record_top, labels=labels)
-    shapley = spectrum.interactions(index="shapley", labels=labels)
-    pairs = spectrum.interactions(index="fbii", order=2, labels=labels)
+                       record_top: int, uncertainty: Uncertainty | None = None,
+                       level: float = DEFAULT_LEVEL) -> Tables:
+    """The ranking, Shapley and pair tables of ``spectrum`` (see the module docstring), each value with
+    its standard error and ``level`` interval when the fit's ``uncertainty`` is given."""
+    covariance = uncertainty if uncertainty is not None else Uncertainty.unknown(len(spectrum))
+    ranking = spectrum.interactions(index=index, order=order, top=record_top, labels=labels, uncertainty=covariance,
+                                    level=level)
+    shapley = spectrum.interactions(index="shapley", labels=labels, uncertainty=covariance, level=level)
+    pairs = spectrum.interactions(index="fbii", order=2, labels=labels, uncertainty=covariance, level=level)
     pairs = pairs[pairs["order"] == 2].head(MAX_PAIRS)
     pairs = pairs.assign(rank=range(1, len(pairs) + 1))
     members, values = compute(spectrum, index, order)

@@ -25,6 +25,9 @@ class MaskEvaluator:
     Attributes:
         n_calls: masks sent to ``value_fn`` so far (unique masks).
         seconds: wall time spent inside ``value_fn``.
+
+    It keeps what it measured (:meth:`measured`): the uncertainty of the fit is computed from the
+    same masks and values the method saw.
     """
 
     def __init__(self, value_fn: ValueFn, n: int, *, batch_size: int | None = None, progress: Progress | None = None):
@@ -36,6 +39,7 @@ class MaskEvaluator:
         self.progress = progress
         self.n_calls = 0
         self.seconds = 0.0
+        self._measured: list[tuple[np.ndarray, np.ndarray]] = []
 
     def __call__(self, masks: np.ndarray) -> np.ndarray:
         masks = check_masks(masks, self.n)
@@ -53,4 +57,18 @@ class MaskEvaluator:
             self.n_calls += len(chunk)
             if self.progress is not None:
                 self.progress(start + len(chunk), len(unique))
+        self._measured.append((unique, out))
         return out[inverse]
+
+    def measured(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every distinct mask evaluated so far and its value: (masks (M, n), values (M,))."""
+        if not self._measured:
+            return np.zeros((0, self.n), dtype=bool), np.zeros(0)
+        masks = np.concatenate([m for m, _ in self._measured])
+        values = np.concatenate([v for _, v in self._measured])
+        if len(self._measured) == 1:
+            return masks, values
+        unique, inverse = unique_rows(masks)
+        first = np.zeros(len(unique), dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+        return unique, values[first]

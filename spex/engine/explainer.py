@@ -13,6 +13,7 @@ from spex.engine.exact import EXACT_MAX_N, all_masks, spectrum_from_table
 from spex.engine.explanation import Explanation
 from spex.engine.inputs import check_budget, check_n
 from spex.engine.methods.base import Method, StageTimer
+from spex.engine.uncertainty import DEFAULT_ESTIMATOR, ESTIMATORS, Uncertainty, least_squares_uncertainty
 from spex.errors import SpexInputError
 
 METHODS: dict[str, str] = {
@@ -59,6 +60,7 @@ def explain(
     batch_size: int | None = None,
     progress: Progress | None = None,
     threads: int | None = 1,
+    uncertainty: str | None = DEFAULT_ESTIMATOR,
     **options: Any,
 ) -> Explanation:
     """Find the interactions that drive ``value_fn`` with at most ``budget`` value calls.
@@ -77,6 +79,9 @@ def explain(
             default). One by default: audits explain many subjects at once (Prefect/Ray workers),
             and on an oversubscribed machine multi-threaded BLAS and LightGBM spin-wait, an order
             of magnitude slower (docs/engine.md). The value function runs outside this limit.
+        uncertainty: how the coefficients' covariance is estimated (:mod:`spex.engine.uncertainty`):
+            ``cluster`` (default; a mask and its complement are one cluster), ``ols``, or None to
+            skip it. It feeds the standard errors and intervals of ``interactions()``.
         **options: method options (see each method's ``defaults``); unknown ones are an error.
     """
     n = check_n(n)
@@ -85,6 +90,9 @@ def explain(
                           per_mask=algorithm.bytes_per_mask(n))
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpexInputError(f"seed must be an integer; got {seed!r}")
+    if uncertainty is not None and uncertainty not in ESTIMATORS:
+        raise SpexInputError(f"uncertainty must be one of {', '.join(ESTIMATORS)} or None; got {uncertainty!r}",
+                             field="uncertainty")
     evaluator = MaskEvaluator(value_fn, n, batch_size=batch_size, progress=progress)
     timer = StageTimer()
     start = time.perf_counter()
@@ -95,11 +103,18 @@ def explain(
         with timer.stage("fit"), threadpool_limits(threads):
             spectrum = algorithm.from_exact(spectrum_from_table(table))
         diagnostics: dict[str, Any] = {"exact": True}
+        covariance = Uncertainty.exact(len(spectrum)) if uncertainty is not None else None
     else:
         limited = _LimitedEvaluator(evaluator, threads)  # captures the limits before we set ours
         with threadpool_limits(threads):
             spectrum, diagnostics = algorithm.fit(limited, n, budget, seed, timer)
         diagnostics.setdefault("exact", False)
+        covariance = None
+        if uncertainty is not None:
+            with timer.stage("uncertainty"), threadpool_limits(threads):
+                masks, values = evaluator.measured()
+                covariance = least_squares_uncertainty(masks, values, spectrum.members, spectrum.coefficients, n,
+                                                       estimator=uncertainty)
     seconds = dict(timer.seconds)
     seconds["value_calls"] = evaluator.seconds
     seconds["total"] = time.perf_counter() - start
@@ -115,4 +130,5 @@ def explain(
         labels=list(getattr(value_fn, "feature_labels", None) or []) or None,
         options=dict(algorithm.options),
         proxy=getattr(algorithm, "booster_", None),
+        uncertainty=covariance,
     )

@@ -111,6 +111,50 @@ WeightFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """weight(order of the superset S, order of the subset T) -> multiplier, vectorised."""
 
 
+def superset_map(
+    members: np.ndarray,
+    n: int,
+    weight: WeightFn,
+    *,
+    max_order: int | None = None,
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The linear map behind :func:`superset_sums`: (out members, sparse A of shape (T, K)) with
+    out(T) = Σ_{S ⊇ T, S in family} weight(|S|, |T|) · v(S) = (A @ v)(T) for every vector v on the family.
+
+    Why a matrix: every interaction index is linear in the Fourier coefficients, so the same A that
+    computes the values also propagates their covariance exactly (Var(A F) = A Σ Aᵀ). Cost is
+    Σ_S (number of subsets of S up to ``max_order``) non-zeros; rows are built per order so each step
+    is one rectangular numpy operation.
+    """
+    members = np.asarray(members)
+    ords = orders(members)
+    width = int(ords.max(initial=0)) if max_order is None else min(int(ords.max(initial=0)), max_order)
+    out_members, sources, weights = [], [], []
+    for d in np.unique(ords):
+        rows = np.flatnonzero(ords == d)
+        m = members[rows][:, :d]
+        pats = subset_patterns(int(d), max_order)
+        if d > 0:
+            sub = canonical(np.where(pats[None, :, :], m[:, None, :], PAD).reshape(-1, int(d)))
+        else:
+            sub = np.zeros((len(rows), 0), dtype=np.int32)
+        t_order = np.tile(pats.sum(axis=1), len(rows))
+        with np.errstate(divide="ignore", invalid="ignore"):  # np.where evaluates both branches
+            w = weight(np.full(len(t_order), d), t_order)
+        out_members.append(pad_to(sub, width)[:, :width])
+        sources.append(np.repeat(rows, len(pats)))
+        weights.append(np.broadcast_to(np.asarray(w, dtype=np.float64), t_order.shape))
+    if not out_members:
+        return np.zeros((0, 0), dtype=np.int32), sp.csr_matrix((0, len(members)))
+    expanded = np.concatenate(out_members)
+    if len(expanded) == 0:
+        return trim(expanded.astype(np.int32)), sp.csr_matrix((0, len(members)))
+    _, first, inverse = np.unique(keys(expanded, n), return_index=True, return_inverse=True)
+    matrix = sp.csr_matrix((np.concatenate(weights), (inverse.reshape(-1), np.concatenate(sources))),
+                           shape=(len(first), len(members)))  # duplicate (T, S) entries are summed
+    return trim(expanded[first].astype(np.int32)), matrix
+
+
 def superset_sums(
     members: np.ndarray,
     values: np.ndarray,
@@ -121,32 +165,11 @@ def superset_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """out(T) = Σ_{S ⊇ T, S in family} weight(|S|, |T|) · values(S), for every T ⊆ some S.
 
-    This single kernel computes Fourier -> Möbius and every interaction index. Cost is
-    Σ_S (number of subsets of S up to ``max_order``); rows are processed per order so each step is
-    one rectangular numpy operation.
+    This single kernel computes Fourier -> Möbius and every interaction index: the map of
+    :func:`superset_map` applied to ``values`` (a vector, or a (K, m) matrix of m vectors at once).
     """
-    members = np.asarray(members)
-    values = np.asarray(values, dtype=np.float64)
-    ords = orders(members)
-    width = int(ords.max(initial=0)) if max_order is None else min(int(ords.max(initial=0)), max_order)
-    out_members, out_values = [], []
-    for d in np.unique(ords):
-        rows = ords == d
-        m = members[rows][:, :d]
-        v = values[rows]
-        pats = subset_patterns(int(d), max_order)
-        if d > 0:
-            sub = canonical(np.where(pats[None, :, :], m[:, None, :], PAD).reshape(-1, int(d)))
-        else:
-            sub = np.zeros((len(v), 0), dtype=np.int32)
-        t_order = np.tile(pats.sum(axis=1), len(v))
-        with np.errstate(divide="ignore", invalid="ignore"):  # np.where evaluates both branches
-            w = weight(np.full(len(t_order), d), t_order)
-        out_members.append(pad_to(sub, width)[:, :width])
-        out_values.append(np.repeat(v, len(pats)) * w)
-    if not out_members:
-        return np.zeros((0, 0), dtype=np.int32), np.zeros(0)
-    return group_sum(np.concatenate(out_members), np.concatenate(out_values), n)
+    out_members, matrix = superset_map(members, n, weight, max_order=max_order)
+    return out_members, matrix @ np.asarray(values, dtype=np.float64)
 
 
 def incidence(members: np.ndarray, n: int) -> sp.csr_matrix:

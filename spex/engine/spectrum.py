@@ -20,6 +20,8 @@ from spex.engine.walsh import fwht, superset_transform
 if TYPE_CHECKING:
     import pandas as pd
 
+    from spex.engine.uncertainty import Uncertainty
+
 _DENSE_MAX_N = 22  # dense 2^n paths are used only up to here (4M doubles)
 JSON_FORMAT = 1  # of Spectrum.to_json: bumped when its fields change (from_json reads older formats)
 
@@ -134,14 +136,18 @@ class Spectrum:
         return out
 
     # ------------------------------------------------------------------ other bases
+    def dense_mobius_is_cheaper(self) -> bool:
+        """Whether the dense superset transform (n · 2^n) beats the sparse expansion (Σ_k 2^|k|)."""
+        sparse_cost = float(np.sum(np.exp2(self.orders)))
+        return self.n <= _DENSE_MAX_N and self.n * float(1 << self.n) < sparse_cost
+
     def mobius(self) -> tuple[np.ndarray, np.ndarray]:
         """Möbius coefficients a(T) = (-2)^|T| Σ_{S ⊇ T} F(S), as (members, values).
 
         Sparse subset expansion (cost Σ_k 2^|k|) or, when cheaper, a dense superset transform
         (cost n · 2^n): the exact spectrum of a dense function at n = 20 takes the dense path.
         """
-        sparse_cost = float(np.sum(np.exp2(self.orders)))
-        if self.n <= _DENSE_MAX_N and self.n * float(1 << self.n) < sparse_cost:
+        if self.dense_mobius_is_cheaper():
             sums = superset_transform(self.dense())
             codes = np.flatnonzero(sums)
             popcount = sets.ints_to_masks(codes, self.n).sum(axis=1)
@@ -164,11 +170,14 @@ class Spectrum:
         order: int | None = None,
         top: int | None = None,
         labels: Sequence[str] | None = None,
+        uncertainty: Uncertainty | None = None,
+        level: float = 0.95,
     ) -> pd.DataFrame:
         """Ranked interaction table; see :func:`spex.engine.indices.interaction_table`."""
         from spex.engine.indices import interaction_table
 
-        return interaction_table(self, index=index, order=order, top=top, labels=labels)
+        return interaction_table(self, index=index, order=order, top=top, labels=labels, uncertainty=uncertainty,
+                                 level=level)
 
     # ------------------------------------------------------------------ serialisation
     def to_json(self) -> str:

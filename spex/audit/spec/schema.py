@@ -104,12 +104,14 @@ def check_remote_code(model: ModelSpec, key: str = "model") -> None:
 
 # --------------------------------------------------------------------------------------------- ranking, gates
 class RankingSpec(SpecModel):
-    """Which interaction index ranks the interactions (diffs, gates and the report use it)."""
+    """Which interaction index ranks the interactions (diffs, gates and the report use it), how many are
+    recorded, and the ``confidence`` level of the intervals recorded with every value."""
 
     index: Literal[INDICES] = "fbii"  # type: ignore[valid-type]  (the engine's index names)
     order: int | None = Field(2, ge=1, le=16)
     top_k: int = Field(10, ge=1, le=10_000)
     record_top: int = Field(200, ge=1, le=1_000_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)  # the level of every recorded interval
 
     @model_validator(mode="after")
     def _coherent(self) -> RankingSpec:
