@@ -295,7 +295,7 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
             table.add_column(column, no_wrap=True)
         for g in result.gates:
             table.add_row(g.metric, _fmt_float(g.value), g.comparator, _fmt_float(g.threshold),
-                          "pass" if g.passed else "FAIL")
+                          {"passed": "pass", "failed": "FAIL", "undecided": "UNDECIDED"}[g.state])
         console.print(table)
     else:
         console.print("gates: none configured")
@@ -307,7 +307,11 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
     console.print(f"report:  {result.report['html']}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"export:  {result.report['json']}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"MLflow:  {_mlflow_ui_command()}   then open {_mlflow_run_url(result)}", markup=False, highlight=False, soft_wrap=True)
-    verdict = "PASS" if result.passed else "FAIL (a gate failed)"
+    verdict = {"passed": "PASS", "undecided": "UNDECIDED (a gate is within noise of its threshold; raise "
+               "max_budget to let the audit add masks)"}.get(result.verdict, "FAIL (a gate failed)")
+    for r in result.budget_rounds:
+        console.print(f"budget round {r['round']}: gates {', '.join(r['undecided_gates'])} undecided; "
+                      f"{r['masks_added']} masks added", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{result.kind} {result.audit_id}: {verdict}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -329,12 +333,21 @@ def _json_outcome(result: AuditOutcome, top: int | None) -> dict[str, Any]:
     return slim
 
 
+EXIT_CODES = {"passed": 0, "failed": 1, "undecided": 3}  # 2: the audit could not run (input, environment)
+
+
+def exit_code(result: AuditOutcome) -> int:
+    """0 every gate passed, 1 a gate failed, 3 undecided: no gate failed but one is within noise of its
+    threshold at the largest budget allowed (``max_budget``)."""
+    return EXIT_CODES.get(result.verdict, 0 if result.passed else 1)
+
+
 def _finish(result: AuditOutcome, as_json: bool, quiet: bool, top: int | None, console: Any) -> None:
     if as_json:
         typer.echo(_to_json(_json_outcome(result, top)))
     else:
         _print_outcome(console, result, top)
-    raise typer.Exit(code=0 if result.passed else 1)
+    raise typer.Exit(code=exit_code(result))
 
 
 @contextmanager
@@ -377,7 +390,7 @@ def audit_command(
     quiet: QuietOption = False,
     runner: RunnerOption = "local",
 ) -> None:
-    """Audit one model version: ablations, interactions, validation, gates; exit 0 pass / 1 fail / 2 error."""
+    """Audit one model version: ablations, interactions, validation, gates; exit 0 pass / 1 fail / 2 error / 3 undecided."""
     _quiet_libraries()
     console = _console()
     with _run_errors():

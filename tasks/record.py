@@ -40,10 +40,11 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
 
 
 @task(name="diff-against-baseline", **RECORD_RETRIES)
-def diff_against_baseline(to: Destinations, audit_id: str, baseline_audit_id: str, index: str,
-                          k: int) -> dict[str, dict[str, Any] | None]:
+def diff_against_baseline(to: Destinations, baseline_audit_id: str, rankings: dict[str, Any], index: str, k: int,
+                          fdr: float, min_effect: float, level: float) -> dict[str, dict[str, Any] | None]:
     """:func:`spex.audit.recording.diff_against_baseline`."""
-    return recording.diff_against_baseline(to, audit_id, baseline_audit_id, index, k)
+    return recording.diff_against_baseline(to, baseline_audit_id, rankings, index, k, fdr=fdr, min_effect=min_effect,
+                                           level=level)
 
 
 @task(name="finish-audit", **RECORD_RETRIES)

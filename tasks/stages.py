@@ -59,9 +59,10 @@ class TaskStages(Stages):
     def plan_removal(self, spec: AuditSpec, plan: SubjectPlan, fit: Fit) -> RemovalPlan:
         return validate_tasks.plan_removal(fit.spectrum, spec.removal_r, plan.labels)
 
-    def validate(self, fit: Fit, samples: Samples, ablations: Ablations, plan: RemovalPlan,
+    def validate(self, spec: AuditSpec, fit: Fit, samples: Samples, ablations: Ablations, plan: RemovalPlan,
                  removal_values: np.ndarray) -> Validation:
-        return validate_tasks.validate(fit.spectrum, samples.holdout, ablations.holdout, plan, removal_values)
+        return validate_tasks.validate(fit.spectrum, samples.holdout, ablations.holdout, plan, removal_values,
+                                       spec.ranking.confidence, spec.seed)
 
     def open_audit(self, to: Destinations, audit_id: str, model: ModelInfo, spec: dict[str, Any], kind: str,
                    baseline: ModelInfo | None, extra: dict[str, Any] | None) -> OpenedAudit:
@@ -72,9 +73,9 @@ class TaskStages(Stages):
                        stats: dict[str, Any]) -> RecordedSubject:
         return record_tasks.record_subject(to, opened, lens, plan, samples, ablations, fit, tables, validation, stats)
 
-    def diff_against_baseline(self, to: Destinations, audit_id: str, baseline_audit_id: str, index: str,
-                              k: int) -> dict[str, dict[str, Any] | None]:
-        return record_tasks.diff_against_baseline(to, audit_id, baseline_audit_id, index, k)
+    def diff_against_baseline(self, to: Destinations, baseline_audit_id: str, rankings: dict[str, Any], index: str,
+                              k: int, fdr: float, min_effect: float, level: float) -> dict[str, dict[str, Any] | None]:
+        return record_tasks.diff_against_baseline(to, baseline_audit_id, rankings, index, k, fdr, min_effect, level)
 
     def finish_audit(self, to: Destinations, opened: OpenedAudit, gates: list[Any], metrics: dict[str, Any]) -> bool:
         return record_tasks.finish_audit(to, opened, gates, metrics)

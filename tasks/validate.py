@@ -18,6 +18,7 @@ def plan_removal(spectrum: Spectrum, r: int, labels: list[str]) -> validation.Re
 
 @task(name="validate")
 def validate(spectrum: Spectrum, holdout_masks: np.ndarray, holdout_values: np.ndarray,
-             plan: validation.RemovalPlan, removal_values: np.ndarray) -> validation.Validation:
+             plan: validation.RemovalPlan, removal_values: np.ndarray, level: float = 0.95,
+             seed: int = 0) -> validation.Validation:
     """:func:`spex.audit.validation.score`."""
-    return validation.score(spectrum, holdout_masks, holdout_values, plan, removal_values)
+    return validation.score(spectrum, holdout_masks, holdout_values, plan, removal_values, level=level, seed=seed)

@@ -31,6 +31,7 @@ marks the audit failed, closes its MLflow runs as FAILED, and re-raises.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from spex.audit.spec import AuditSpec, subject_digest, validate_spec
 from spex.audit.validation import RemovalPlan, Validation, removal_plan, score
 from spex.engine.methods.base import StageTimer
 from spex.lenses.registry import lens_versions
+from spex.records.gate import verdict as gate_verdict
 
 TOTALS = ("computed", "from_store", "cached_chunks", "chunks")
 """The ablation counters summed over an audit's subjects."""
@@ -90,10 +92,12 @@ class SubjectOutcome:
     budget: int
     stats: dict[str, Any]
     removal: dict[str, Any]
+    heldout_r2_interval: tuple[float | None, float | None] = (None, None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"heldout_r2": self.heldout_r2, "ranking": self.ranking, "n": self.n, "budget": self.budget,
-                "stats": self.stats, "removal": self.removal}
+        return {"heldout_r2": self.heldout_r2, "heldout_r2_interval": list(self.heldout_r2_interval),
+                "ranking": self.ranking, "n": self.n, "budget": self.budget, "stats": self.stats,
+                "removal": self.removal}
 
 
 @dataclass(frozen=True)
@@ -120,13 +124,16 @@ class AuditOutcome:
     seconds: float
     runner: dict[str, Any]
     baseline: AuditOutcome | None = None
+    verdict: str = ""  # passed | failed | undecided (spex.records.gate.verdict of the gates)
+    budget_rounds: list[dict[str, Any]] = field(default_factory=list)  # masks added for undecided gates
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (what ``spex audit --json`` prints, before it trims the rankings)."""
         from dataclasses import asdict
 
         out = {
-            "audit_id": self.audit_id, "kind": self.kind, "passed": self.passed,
+            "audit_id": self.audit_id, "kind": self.kind, "passed": self.passed, "verdict": self.verdict,
+            "budget_rounds": self.budget_rounds,
             "gates": [asdict(g) for g in self.gates], "diffs": self.diffs, "model": self.model.to_dict(),
             "baseline_audit_id": self.baseline_audit_id, "mlflow_run_id": self.mlflow_run_id,
             "mlflow_experiment_id": self.mlflow_experiment_id, "report": self.report,
@@ -214,9 +221,10 @@ class Stages:
     def plan_removal(self, spec: AuditSpec, plan: SubjectPlan, fit: Fit) -> RemovalPlan:
         return removal_plan(fit.spectrum, spec.removal_r, plan.labels)
 
-    def validate(self, fit: Fit, samples: Samples, ablations: Ablations, plan: RemovalPlan,
+    def validate(self, spec: AuditSpec, fit: Fit, samples: Samples, ablations: Ablations, plan: RemovalPlan,
                  removal_values: np.ndarray) -> Validation:
-        return score(fit.spectrum, samples.holdout, ablations.holdout, plan, removal_values)
+        return score(fit.spectrum, samples.holdout, ablations.holdout, plan, removal_values,
+                     level=spec.ranking.confidence, seed=spec.seed)
 
     def open_audit(self, to: Destinations, audit_id: str, model: ModelInfo, spec: dict[str, Any], kind: str,
                    baseline: ModelInfo | None, extra: dict[str, Any] | None) -> OpenedAudit:
@@ -227,9 +235,10 @@ class Stages:
                        stats: dict[str, Any]) -> RecordedSubject:
         return record_subject(to, opened, lens, plan, samples, ablations, fit, tables, validation, stats)
 
-    def diff_against_baseline(self, to: Destinations, audit_id: str, baseline_audit_id: str, index: str,
-                              k: int) -> dict[str, dict[str, Any] | None]:
-        return diff_against_baseline(to, audit_id, baseline_audit_id, index, k)
+    def diff_against_baseline(self, to: Destinations, baseline_audit_id: str, rankings: dict[str, Rows], index: str,
+                              k: int, fdr: float, min_effect: float, level: float) -> dict[str, dict[str, Any] | None]:
+        return diff_against_baseline(to, baseline_audit_id, rankings, index, k, fdr=fdr, min_effect=min_effect,
+                                     level=level)
 
     def finish_audit(self, to: Destinations, opened: OpenedAudit, gates: list[Any], metrics: dict[str, Any]) -> bool:
         return finish_audit(to, opened, gates, metrics)
@@ -284,24 +293,18 @@ def execute(ctx: AuditContext, stages: Stages, chunks: AblationRunner) -> AuditO
     reap_crashed_audits(ctx.to)  # audits of killed processes: failed, MLflow runs closed
     opened = stages.open_audit(ctx.to, ctx.audit_id, model, ctx.spec_dict, ctx.kind, ctx.baseline_model, extra)
     try:
-        subjects = _audit_subjects(ctx, stages, chunks, plans, opened)
-        diffs = None
-        if ctx.baseline_audit_id:
-            diffs = stages.diff_against_baseline(ctx.to, ctx.audit_id, ctx.baseline_audit_id, spec.ranking.index,
-                                                 spec.ranking.top_k)
-        from spex.audit.gates import evaluate_gates
-
-        gates = evaluate_gates(spec.gates, faithfulness={k: v.heldout_r2 for k, v in subjects.items()},
-                               rankings={k: v.ranking for k, v in subjects.items()}, diffs=diffs,
-                               k=spec.ranking.top_k, without_baseline="skip")  # release gates: release audits only
+        subjects, rounds, gates, diffs = _decide(ctx, stages, chunks, plans, opened)
         r2s = [v.heldout_r2 for v in subjects.values() if v.heldout_r2 is not None]
         faithfulness = min(r2s) if r2s else None
         totals: dict[str, Any] = {}
         for v in subjects.values():
             add_stats(totals, {k: v.stats[k] for k in TOTALS})
+        added = sum(r["masks_added"] for r in rounds)
         passed = stages.finish_audit(ctx.to, opened, gates, {
-            "min_heldout_r2": faithfulness, "masks_computed": totals.get("computed", 0),
-            "masks_from_store": totals.get("from_store", 0), "seconds": time.perf_counter() - started})
+            "min_heldout_r2": faithfulness, "masks_computed": totals.get("computed", 0) + added,
+            "masks_from_store": totals.get("from_store", 0), "seconds": time.perf_counter() - started,
+            "budget_rounds": len(rounds), "masks_added_for_undecided": added})
+        verdict = gate_verdict(gates)
         report = stages.write_report(ctx.to, ctx.audit_id, str(ctx.report_dir))
         published = stages.publish(ctx.to, opened, report, model, passed, faithfulness)
     except BaseException as exc:
@@ -315,9 +318,72 @@ def execute(ctx: AuditContext, stages: Stages, chunks: AblationRunner) -> AuditO
         model_calls={"masks_computed": int(totals.get("computed", 0)),
                      "model_loads": runtime.COUNTERS["model_loads"] - loads_before["model_loads"],
                      "value_functions_built": runtime.COUNTERS["value_functions"] - loads_before["value_functions"]},
-        seconds=time.perf_counter() - started, runner=chunks.describe())
-    progress.emit("audit_done", audit_id=ctx.audit_id, passed=outcome.passed, report=report["html"])
+        seconds=time.perf_counter() - started, runner=chunks.describe(), verdict=verdict, budget_rounds=rounds)
+    progress.emit("audit_done", audit_id=ctx.audit_id, passed=outcome.passed, verdict=verdict, report=report["html"])
     return outcome
+
+
+def _evaluate(ctx: AuditContext, stages: Stages, subjects: dict[str, SubjectOutcome]
+              ) -> tuple[list[Any], dict[str, dict[str, Any] | None] | None]:
+    """The gates (and, in a release audit, the diffs they read) of one round's subjects."""
+    from spex.audit.gates import evaluate_gates
+
+    spec = ctx.spec
+    diffs = None
+    if ctx.baseline_audit_id:
+        diffs = stages.diff_against_baseline(ctx.to, ctx.baseline_audit_id, {k: v.ranking for k, v in subjects.items()},
+                                             spec.ranking.index, spec.ranking.top_k, spec.gates.drift_fdr,
+                                             spec.gates.min_effect, spec.ranking.confidence)
+    gates = evaluate_gates(spec.gates, faithfulness={k: v.heldout_r2 for k, v in subjects.items()},
+                           rankings={k: v.ranking for k, v in subjects.items()}, diffs=diffs,
+                           k=spec.ranking.top_k, without_baseline="skip",  # release gates: release audits only
+                           faithfulness_intervals={k: v.heldout_r2_interval for k, v in subjects.items()},
+                           level=spec.ranking.confidence)
+    return gates, diffs
+
+
+def _decide(ctx: AuditContext, stages: Stages, chunks: AblationRunner, plans: list[SubjectPlan],
+            opened: OpenedAudit) -> tuple[dict[str, SubjectOutcome], list[dict[str, Any]], list[Any],
+                                          dict[str, dict[str, Any] | None] | None]:
+    """Audit the subjects and evaluate the gates; with ``max_budget``, audit until sure.
+
+    Without a ceiling each subject is recorded as soon as it is measured. With one, a round whose
+    verdict is undecided doubles the budget (up to ``max_budget``) of the subjects its undecided
+    gates name and measures them again: the ablation store serves every mask already measured (the
+    samples of a larger budget begin with those of the smaller one), so a round computes only the
+    masks it adds. Subjects are recorded once, from the deciding round (or the last, when the ceiling
+    is reached undecided — the verdict says so). A crash between rounds loses no model call."""
+    from spex.audit.gates import undecided_subjects
+
+    spec = ctx.spec
+    adaptive = spec.max_budget is not None
+    subjects, measured = _audit_subjects(ctx, stages, chunks, plans, opened, record=not adaptive)
+    gates, diffs = _evaluate(ctx, stages, subjects)
+    rounds: list[dict[str, Any]] = []
+    current = {p.id: p for p in plans}
+    while adaptive and gate_verdict(gates) == "undecided":
+        names = undecided_subjects(gates) or set(current)
+        grow = [p for p in current.values() if p.id in names and p.budget < spec.max_budget and not p.exact]
+        if not grow:
+            break
+        bigger = [dataclasses.replace(p, budget=min(2 * p.budget, int(spec.max_budget))) for p in grow]
+        reasons = sorted(g.metric for g in gates if g.state == "undecided")
+        progress.emit("budget_round", round=len(rounds) + 1, gates=reasons,
+                      subjects={p.id: p.budget for p in bigger})
+        more, more_measured = _audit_subjects(ctx, stages, chunks, bigger, opened, record=False)
+        added = sum(int(m.stats.get("computed", 0)) for m in more.values())
+        rounds.append({"round": len(rounds) + 1, "undecided_gates": reasons,
+                       "budgets": {p.id: [current[p.id].budget, p.budget] for p in bigger}, "masks_added": added})
+        subjects.update(more)
+        measured.update(more_measured)
+        current.update({p.id: p for p in bigger})
+        gates, diffs = _evaluate(ctx, stages, subjects)
+    if adaptive:
+        for sid, record in measured.items():
+            with record.timer.stage("record"):
+                record.write(stages, ctx, opened)
+            progress.emit("stage_done", subject=sid, stage="record")
+    return subjects, rounds, gates, diffs
 
 
 def _notes(ctx: AuditContext) -> list[str]:
@@ -325,13 +391,34 @@ def _notes(ctx: AuditContext) -> list[str]:
     gates = ctx.spec.gates
     if not gates.needs_baseline or ctx.baseline_audit_id:
         return []
-    names = ", ".join(g for g in ("top_k_jaccard_min", "max_rank_shift") if getattr(gates, g) is not None)
+    names = ", ".join(gates.baseline_gates)
     return [f"gates {names} compare with a baseline and apply to release audits (spex release)"]
 
 
+@dataclass
+class _Measured:
+    """A measured subject's stage outputs, kept until it is recorded (the adaptive budget records the
+    deciding round only)."""
+
+    plan: SubjectPlan
+    samples: Samples
+    ablations: Ablations
+    fit: Fit
+    tables: Tables
+    validation: Validation
+    stats: dict[str, Any]
+    timer: StageTimer
+
+    def write(self, stages: Stages, ctx: AuditContext, opened: OpenedAudit) -> None:
+        stages.record_subject(ctx.to, opened, ctx.spec.lens, self.plan, self.samples, self.ablations, self.fit,
+                              self.tables, self.validation, {**self.stats, "seconds": dict(self.timer.seconds)})
+
+
 def _audit_subjects(ctx: AuditContext, stages: Stages, chunks: AblationRunner, plans: list[SubjectPlan],
-                    opened: OpenedAudit) -> dict[str, SubjectOutcome]:
-    """Sample → ablate → fit → search → validate → record, subject by subject.
+                    opened: OpenedAudit, *, record: bool = True
+                    ) -> tuple[dict[str, SubjectOutcome], dict[str, _Measured]]:
+    """Sample → ablate → fit → search → validate → record (unless ``record`` is False: then the
+    caller records the returned bundles), subject by subject.
 
     With a concurrent runner (Ray) the train and held-out masks of the subjects ahead are submitted
     before this subject is gathered (enough chunks to keep every worker busy twice over, at least the
@@ -360,7 +447,8 @@ def _audit_subjects(ctx: AuditContext, stages: Stages, chunks: AblationRunner, p
                 break
             submit(plans[k])
 
-    outcome = {}
+    outcome: dict[str, SubjectOutcome] = {}
+    measured: dict[str, _Measured] = {}
     for position, plan in enumerate(plans):
         sid = plan.id
         if chunks.concurrent:
@@ -382,15 +470,17 @@ def _audit_subjects(ctx: AuditContext, stages: Stages, chunks: AblationRunner, p
         with timer.stage("validate"):
             removal = stages.plan_removal(spec, plan, fit)
             removal_values, removal_stats = measure(plan, removal.masks, "removal").gather()
-            validation = stages.validate(fit, samples, ablations, removal, removal_values)
+            validation = stages.validate(spec, fit, samples, ablations, removal, removal_values)
         progress.emit("stage_done", subject=sid, stage="validate", heldout_r2=validation.heldout_r2)
         stats = add_stats(dict(ablations.stats), removal_stats)
-        with timer.stage("record"):
-            stages.record_subject(ctx.to, opened, spec.lens, plan, samples, ablations, fit, tables, validation,
-                                  {**stats, "seconds": dict(timer.seconds)})
-        progress.emit("stage_done", subject=sid, stage="record")
+        measured[sid] = _Measured(plan, samples, ablations, fit, tables, validation, stats, timer)
+        if record:
+            with timer.stage("record"):
+                measured[sid].write(stages, ctx, opened)
+            progress.emit("stage_done", subject=sid, stage="record")
         outcome[sid] = SubjectOutcome(heldout_r2=validation.heldout_r2, ranking=tables.ranking, n=plan.n,
                                       budget=plan.budget, stats={**stats, "seconds": dict(timer.seconds)},
-                                      removal=validation.removal)
+                                      removal=validation.removal,
+                                      heldout_r2_interval=(validation.heldout_r2_low, validation.heldout_r2_high))
         progress.emit("subject_done", subject=sid, heldout_r2=validation.heldout_r2, stats=stats)
-    return outcome
+    return outcome, measured

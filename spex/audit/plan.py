@@ -14,6 +14,7 @@ from typing import Any
 
 from spex.audit import runtime
 from spex.audit.spec import AuditSpec
+from spex.engine.exact import EXACT_MAX_N
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class SubjectPlan(PreparedSubject):
     """A prepared subject with the budget the spec gives it at its number of features."""
 
     budget: int
+
+    @property
+    def exact(self) -> bool:
+        """Whether the budget covers all 2^n masks: the exact spectrum, nothing left to add."""
+        return self.n <= EXACT_MAX_N and (1 << self.n) <= self.budget
 
     @classmethod
     def of(cls, prepared: PreparedSubject, budget: int) -> SubjectPlan:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,25 +169,27 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
     return RecordedSubject(subject_id, sub_run)
 
 
-def diff_against_baseline(to: Destinations, audit_id: str, baseline_audit_id: str, index: str,
-                          k: int) -> dict[str, dict[str, Any] | None]:
-    """Per subject: the diff of this audit's ranking against the baseline audit's (both read from the
-    DB); None for a subject the baseline did not audit."""
+def diff_against_baseline(to: Destinations, baseline_audit_id: str, rankings: Mapping[str, Any], index: str,
+                          k: int, *, fdr: float = 0.05, min_effect: float = 0.0,
+                          level: float = 0.95) -> dict[str, dict[str, Any] | None]:
+    """Per subject: the noise-aware diff of this audit's ``rankings`` (subject key -> recorded rows,
+    with ``se``) against the baseline audit's rankings read from the DB (see
+    :func:`spex.engine.ranking_diff.diff_rankings`); None for a subject the baseline did not audit.
+
+    The candidate's side comes from memory, not the DB: the adaptive budget decides on a round's
+    rankings before it records them."""
     from spex.engine.ranking_diff import diff_rankings
 
     store = to.store
-    candidate = store.get_audit(audit_id)
     baseline = store.get_audit(baseline_audit_id)
-    base_ids = {s.subject.id for s in baseline.subjects}
+    base_ids = {s.subject.key: s.subject.id for s in baseline.subjects}
     out: dict[str, dict[str, Any] | None] = {}
-    for s in candidate.subjects:
-        key = s.subject.key
-        if s.subject.id not in base_ids:
+    for key, mine in rankings.items():
+        if key not in base_ids:
             out[key] = None
             continue
-        mine = store.get_interactions(audit_id, s.subject.id, index=index)
-        theirs = store.get_interactions(baseline_audit_id, s.subject.id, index=index)
-        out[key] = diff_rankings(mine, theirs, k=k, subject=key).to_dict()
+        theirs = store.get_interactions(baseline_audit_id, base_ids[key], index=index)
+        out[key] = diff_rankings(mine, theirs, k=k, subject=key, fdr=fdr, min_effect=min_effect, level=level).to_dict()
     return out
 
 

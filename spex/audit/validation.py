@@ -33,14 +33,17 @@ class RemovalPlan:
 
 @dataclass(frozen=True)
 class Validation:
-    """Held-out faithfulness (R², None when undefined; RMSE; the values' spread) and the removal test's
-    predicted vs actual changes (``removal``: r, full_value, choices with ``actual_change`` / ``agrees``)."""
+    """Held-out faithfulness (R², None when undefined, with its bootstrap interval over the held-out
+    masks; RMSE; the values' spread) and the removal test's predicted vs actual changes (``removal``:
+    r, full_value, choices with ``actual_change`` / ``agrees``)."""
 
     heldout_r2: float | None
     n_heldout: int
     heldout_rmse: float
     heldout_value_std: float
     removal: dict[str, Any]
+    heldout_r2_low: float | None = None
+    heldout_r2_high: float | None = None
 
 
 def removal_plan(spectrum: Spectrum, r: int, labels: list[str]) -> RemovalPlan:
@@ -67,9 +70,11 @@ def removal_plan(spectrum: Spectrum, r: int, labels: list[str]) -> RemovalPlan:
 
 
 def score(spectrum: Spectrum, holdout_masks: np.ndarray, holdout_values: np.ndarray, plan: RemovalPlan,
-          removal_values: np.ndarray) -> Validation:
-    """Held-out R² of the surrogate and the removal test's actual changes, from the model's values."""
+          removal_values: np.ndarray, *, level: float = 0.95, seed: int = 0) -> Validation:
+    """Held-out R² of the surrogate (with its ``level`` interval) and the removal test's actual changes,
+    from the model's values."""
     from spex.engine import faithfulness
+    from spex.engine.heldout import r2_interval
 
     r2 = float(faithfulness(np.asarray(holdout_values), spectrum, holdout_masks))
     full = float(removal_values[0])
@@ -80,6 +85,9 @@ def score(spectrum: Spectrum, holdout_masks: np.ndarray, holdout_values: np.ndar
         removal["choices"].append({**choice, "actual_change": actual,
                                    "agrees": bool(np.sign(actual) == np.sign(predicted) or abs(actual) < 1e-12)})
     prediction = spectrum.predict(holdout_masks)
+    low, high = r2_interval(np.asarray(holdout_values), prediction, level=level, seed=seed)
     return Validation(heldout_r2=r2 if math.isfinite(r2) else None, n_heldout=int(len(holdout_masks)),
                       heldout_rmse=float(np.sqrt(np.mean((prediction - holdout_values) ** 2))),
-                      heldout_value_std=float(np.std(holdout_values)), removal=removal)
+                      heldout_value_std=float(np.std(holdout_values)), removal=removal,
+                      heldout_r2_low=low if math.isfinite(low) else None,
+                      heldout_r2_high=high if math.isfinite(high) else None)

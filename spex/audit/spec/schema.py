@@ -123,17 +123,30 @@ class RankingSpec(SpecModel):
 
 
 class Gates(SpecModel):
-    """Release gates. Each is optional; an audit passes when every configured gate holds. The two
-    baseline gates (Jaccard, rank shift) apply to release audits (``spex release``); a routine audit,
-    and the baseline's own audit inside a release, evaluate the others.
+    """Release gates. Each is optional; an audit passes when every configured gate holds, fails when
+    one fails, and is *undecided* when none failed but one is within the noise of its threshold (an
+    interval straddles it; ``max_budget`` lets the audit add masks until it is decided). The baseline
+    gates (significant changes, Jaccard, rank shift) apply to release audits (``spex release``); a
+    routine audit, and the baseline's own audit inside a release, evaluate the others.
 
-    * ``faithfulness_min``: every subject's held-out R² (real model calls) is at least this.
-    * ``top_k_jaccard_min``: (vs baseline) each subject's top-k interaction sets overlap at least this much.
-    * ``max_rank_shift``: (vs baseline) no baseline top-k interaction moves more than this many ranks.
+    * ``max_significant_changes``: (vs baseline) in no subject more than this many interactions of the
+      union of both top k changed significantly: Benjamini–Hochberg at false-discovery rate
+      ``drift_fdr`` over the interactions tested, and |Δ| at least ``min_effect`` (in the value's
+      units; 0: any significant change counts). The default release gate.
+    * ``faithfulness_min``: every subject's held-out R² (real model calls) is at least this — decided
+      by its bootstrap interval over the held-out masks.
     * ``forbidden``: interactions that must not enter the top k: a string forbids every interaction
-      involving that feature label; a list of labels forbids exactly that set (case-insensitive).
+      involving that feature label; a list of labels forbids exactly that set (case-insensitive). An
+      interaction is in the top k only when its interval says so (its worst rank is within k).
+    * ``top_k_jaccard_min`` / ``max_rank_shift``: (vs baseline) the rank gates of earlier versions:
+      the top-k sets overlap at least this much / no baseline top-k interaction moves more ranks than
+      this. Still available, not the default: an unchanged model re-audited with another seed can fail
+      them (benchmarks/README.md, "Gates").
     """
 
+    max_significant_changes: int | None = Field(None, ge=0)
+    drift_fdr: float = Field(0.05, gt=0.0, lt=1.0)
+    min_effect: float = Field(0.0, ge=0.0)
     faithfulness_min: float | None = Field(None, ge=-1.0, le=1.0)
     top_k_jaccard_min: float | None = Field(None, ge=0.0, le=1.0)
     max_rank_shift: int | None = Field(None, ge=0)
@@ -149,7 +162,14 @@ class Gates(SpecModel):
 
     @property
     def needs_baseline(self) -> bool:
-        return self.top_k_jaccard_min is not None or self.max_rank_shift is not None
+        return any(g is not None for g in (self.max_significant_changes, self.top_k_jaccard_min,
+                                           self.max_rank_shift))
+
+    @property
+    def baseline_gates(self) -> list[str]:
+        """The configured gates that compare with a baseline."""
+        return [g for g in ("max_significant_changes", "top_k_jaccard_min", "max_rank_shift")
+                if getattr(self, g) is not None]
 
 
 class BatchSpec(SpecModel):
@@ -192,6 +212,7 @@ class AuditSpec(SpecModel):
     method: Literal[METHOD_NAMES] = "proxyspex"  # type: ignore[valid-type]  (the engine's method names)
     method_options: dict[str, Any] = Field(default_factory=dict)
     budget: int | Literal["auto"] = "auto"
+    max_budget: int | None = Field(None, ge=1)  # a ceiling: undecided gates add masks up to it
     alpha: float = Field(4.0, gt=0, le=1000)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     holdout: int = Field(200, ge=8, le=1_000_000)
@@ -316,7 +337,15 @@ class AuditSpec(SpecModel):
                 field="budget",
             )
         per_mask = get_method(self.method, **self.method_options).bytes_per_mask(n)
-        too_big = None if n <= EXACT_MAX_N and (1 << n) <= budget else over_memory(budget, n, per_mask)
+        if self.max_budget is not None and self.max_budget < budget and not exact:  # exact: nothing to add
+            raise SpecError(f"spec field `max_budget`: {self.max_budget} is below subject {subject!r}'s budget of "
+                            f"{budget} masks; fix: set max_budget to at least {budget}, or remove it",
+                            field="max_budget")
+        too_big = None if exact else over_memory(budget, n, per_mask)
+        ceiling_too_big = None if exact or self.max_budget is None else over_memory(self.max_budget, n, per_mask)
+        if too_big is None and ceiling_too_big is not None:
+            raise SpecError(f"spec field `max_budget`: subject {subject!r}: {ceiling_too_big}; fix: set max_budget to "
+                            f"at most {max_budget(per_mask)}", field="max_budget")
         if too_big is not None:
             fix = f"set budget to at most {max_budget(per_mask)}" + (" (or lower alpha)" if self.budget == "auto" else "")
             raise SpecError(f"spec field `budget`: subject {subject!r}: {too_big}; fix: {fix}", field="budget")
