@@ -102,10 +102,11 @@ def test_outcome_json_keeps_the_cli_keys(flow_env, bert_v1, tmp_path):
     outcome = spex.audit.run(features_spec(bert_v1, subjects=features_spec(bert_v1)["subjects"][:1]),
                              db_url=f"sqlite:///{tmp_path / 'meta.db'}")
     printed = _json_outcome(outcome, top=3)
-    assert list(printed) == ["audit_id", "kind", "passed", "gates", "diffs", "model", "baseline_audit_id",
+    assert list(printed) == ["audit_id", "kind", "passed", "verdict", "budget_rounds", "gates", "diffs", "model", "baseline_audit_id",
                              "mlflow_run_id", "mlflow_experiment_id", "report", "registry_tags", "min_heldout_r2",
                              "notes", "model_calls", "seconds", "runner", "subjects"]
-    assert set(printed["subjects"]["food"]) == {"heldout_r2", "n", "budget", "stats", "removal", "top"}
+    assert set(printed["subjects"]["food"]) == {"heldout_r2", "heldout_r2_interval", "n", "budget", "stats", "removal",
+                                                "top"}
     assert len(printed["subjects"]["food"]["top"]) == 3
     assert set(printed["model"]) == {"uri", "name", "revision", "registry_name", "registry_version", "kind",
                                      "describe", "key"}

@@ -27,10 +27,12 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
     from spex import settings
     from spex.records.metadata import MetadataStore
 
-    spec = features_spec(bert_v1, gates={"faithfulness_min": -1.0, "forbidden": ["zebra"]})
+    # no faithfulness gate: the tiny random model's held-out R² (about -0.6, interval about [-2, 0] on
+    # 32 masks) straddles any threshold the spec allows, so that gate is honestly undecided here
+    spec = features_spec(bert_v1, gates={"forbidden": ["zebra"]})
     result = audit(spec, db_url=db_url)
     assert result.passed is True and result.kind == "audit"
-    assert {g.metric for g in result.gates} == {"faithfulness_min", "forbidden_in_top_k"}
+    assert {g.metric for g in result.gates} == {"forbidden_in_top_k"} and result.verdict == "passed"
 
     # --- metadata DB rows
     with MetadataStore(db_url) as store:
@@ -56,7 +58,7 @@ def test_audit_records_everything(flow_env, bert_v1, db_url):
             assert [tuple(m) for m in ranking["members"]] == [tuple(r["members"]) for r in expected]
             np.testing.assert_allclose(ranking["value"], [r["value"] for r in expected])
             assert s.metrics["masks_computed"] + s.metrics["masks_from_store"] > 0
-        assert [g.metric for g in record.gates] == ["faithfulness_min", "forbidden_in_top_k"]
+        assert [g.metric for g in record.gates] == ["forbidden_in_top_k"]
 
     # --- MLflow: the audit run and one run per subject, with their artifacts
     client = MlflowClient(settings.mlflow_tracking_uri())
