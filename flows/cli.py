@@ -272,14 +272,20 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
 
     k = top or 10
     for key, s in result.subjects.items():
-        console.print(shown(f"{result.model.name} · {key} · held-out R² {_fmt_float(s.heldout_r2, 3)}"),
+        low, high = s.heldout_r2_interval
+        interval = f" [{_fmt_float(low, 3)}, {_fmt_float(high, 3)}]" if low is not None and high is not None else ""
+        console.print(shown(f"{result.model.name} · {key} · held-out R² {_fmt_float(s.heldout_r2, 3)}{interval}"),
                       markup=False, highlight=False, style="bold")
         table = Table(box=None, pad_edge=False)
-        for column in ("rank", "interaction", "order", "value"):
+        for column in ("rank", "interaction", "order", "value", "± se", "interval"):
             table.add_column(column, no_wrap=True, justify="right" if column != "interaction" else "left")
         for r in s.ranking[:k]:
             name = " × ".join(r["labels"]) if r.get("labels") else ", ".join(map(str, r["members"]))
-            table.add_row(str(r["rank"]), shown(name), str(r["order"]), f"{r['value']:+.4g}")
+            se = r.get("se")
+            ci = (f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]" if r.get("ci_low") is not None
+                  and r.get("ci_high") is not None else "unknown")
+            table.add_row(str(r["rank"]), shown(name), str(r["order"]), f"{r['value']:+.4g}",
+                          f"{se:.2g}" if se is not None else "unknown", ci)
         console.print(table)
         diff = (result.diffs or {}).get(key)
         if diff:
@@ -287,6 +293,13 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
                           f"{_fmt_float(diff['rank_correlation'], 3)}, max rank shift {diff['max_rank_shift']}, "
                           f"appeared {len(diff['appeared'])}, disappeared {len(diff['disappeared'])}, "
                           f"sign flips {len(diff['sign_flips'])}", markup=False, highlight=False)
+            significant = [c for c in diff.get("tested", []) if c["significant"]]
+            console.print(shown(f"  significant changes (BH at FDR {diff.get('fdr', 0.05):g}, |Δ| ≥ "
+                                f"{diff.get('min_effect', 0.0):g}): {len(significant)}"
+                                + "".join(f"\n    {c['kind']}: {c['name']}  Δ {_fmt_float(c['delta'], 3)} ± "
+                                          f"{_fmt_float(c['delta_se'], 3)}  q {_fmt_float(c['q_value'], 3)}"
+                                          for c in significant[:10])), markup=False, highlight=False,
+                          soft_wrap=True)
         console.print()
     if result.gates:
         console.print("gates", style="bold")
