@@ -8,8 +8,10 @@ module registers its commands on the same Typer app, and the ``spex`` console sc
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,6 +20,7 @@ from spex import settings
 from spex.cli import (  # noqa: F401  (shared helpers and options)
     DbOption,
     JsonOption,
+    JunitOption,
     TrackingOption,
     _console,
     _fail,
@@ -27,6 +30,7 @@ from spex.cli import (  # noqa: F401  (shared helpers and options)
     app,
     shown,
 )
+from spex.errors import SpexInputError
 from tasks.runner_spec import parse_runner
 
 if TYPE_CHECKING:
@@ -355,7 +359,25 @@ def exit_code(result: AuditOutcome) -> int:
     return EXIT_CODES.get(result.verdict, 0 if result.passed else 1)
 
 
-def _finish(result: AuditOutcome, as_json: bool, quiet: bool, top: int | None, console: Any) -> None:
+def _check_junit_path(path: str | None) -> None:
+    """A ``--junit`` path that cannot be written is an input error before anything runs."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise SpexInputError(f"--junit {path}: is a directory; fix: name a file, e.g. {target / 'spex-gates.xml'}",
+                             field="--junit")
+    parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise SpexInputError(f"--junit {path}: the folder {parent} is not writable", field="--junit")
+
+
+def _finish(result: AuditOutcome, as_json: bool, quiet: bool, top: int | None, console: Any,
+            junit: str | None = None) -> None:
+    if junit is not None:
+        from spex.audit.junit import write_junit
+
+        write_junit(result, junit)
     if as_json:
         typer.echo(_to_json(_json_outcome(result, top)))
     else:
@@ -400,6 +422,7 @@ def audit_command(
     no_cache: NoCacheOption = False,
     top: TopOption = None,
     as_json: JsonOption = False,
+    junit: JunitOption = None,
     quiet: QuietOption = False,
     runner: RunnerOption = "local",
 ) -> None:
@@ -408,6 +431,7 @@ def audit_command(
     console = _console()
     with _run_errors():
         parse_runner(runner)  # a bad --runner is exit 2 before anything starts (no store created)
+        _check_junit_path(junit)
         data = _spec_data(spec)
         with _connections(db, tracking_uri):
             _preflight_before_prefect(data, [model])
@@ -417,7 +441,7 @@ def audit_command(
 
             with prefect_api(), _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = audit(data, model=model, refresh_cache=no_cache, runner=runner)
-    _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
+    _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console, junit)
 
 
 @app.command("release")
@@ -430,16 +454,18 @@ def release_command(
     no_cache: NoCacheOption = False,
     top: TopOption = None,
     as_json: JsonOption = False,
+    junit: JunitOption = None,
     quiet: QuietOption = False,
     runner: RunnerOption = "local",
 ) -> None:
     """Release audit: audit baseline and candidate, diff their interactions, apply the gates.
 
-    Exit 0 when every gate passes, 1 when a gate fails, 2 on an error."""
+    Exit 0 when every gate passes, 1 when a gate fails, 2 on an error, 3 undecided."""
     _quiet_libraries()
     console = _console()
     with _run_errors():
         parse_runner(runner)  # a bad --runner is exit 2 before anything starts (no store created)
+        _check_junit_path(junit)
         data = _spec_data(spec)
         with _connections(db, tracking_uri):
             from spex.audit.preflight import release_models
@@ -452,7 +478,7 @@ def release_command(
             with prefect_api(), _ProgressView(console, enabled=not (quiet or as_json)), results_in_data_dir():
                 result = release_audit(data, candidate=candidate, baseline=baseline, refresh_cache=no_cache,
                                        runner=runner)
-    _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console)
+    _finish(result, as_json, quiet, top or data.get("ranking", {}).get("top_k"), console, junit)
 
 
 @app.command("estimate")

@@ -67,6 +67,8 @@ DbOption = Annotated[
     typer.Option("--db", envvar="SPEX_DATABASE_URL", help="Metadata DB URL (default: SQLite in the data dir).", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JunitOption = Annotated[str | None, typer.Option(
+    "--junit", metavar="PATH", help="Also write the gates as JUnit XML (a test case per gate per subject).")]
 
 
 def shown(text: Any) -> str:

@@ -80,9 +80,20 @@ def test_a_release_whose_gate_fails_exits_1(flow_env, registered, tmp_path):
     db = f"sqlite:///{tmp_path / 'meta.db'}"
     # With all 2^5 masks every word has a (non-zero) first-order term in the top 100: "food" must be found.
     spec = write_spec(tmp_path, {"faithfulness_min": 0.5, "forbidden": ["Food", ["never", "again,"]]})
-    result = spex_cli("release", str(spec), "--db", db, "--json")
+    junit = tmp_path / "ci" / "gates.xml"
+    result = spex_cli("release", str(spec), "--db", db, "--json", "--junit", str(junit))
     assert result.exit_code == 1, result.output + result.stderr
     import json
+
+    from junitparser import Failure, JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    cases = {case.name: case for case in suite}
+    assert set(cases) == {"faithfulness_min[food]", "faithfulness_min[service]", "forbidden_in_top_k[food]",
+                          "forbidden_in_top_k[service]"}
+    assert cases["faithfulness_min[food]"].is_passed
+    (failure,) = [r for r in cases["forbidden_in_top_k[food]"].result if isinstance(r, Failure)]
+    assert "food" in failure.message.lower() and "rank" in failure.message and suite.failures >= 1
 
     outcome = json.loads(result.stdout)
     assert outcome["passed"] is False and outcome["kind"] == "release"
