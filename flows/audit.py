@@ -13,11 +13,13 @@ hashes, retried on transient errors). The order of the stages is the pipeline's,
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow
 from prefect.context import get_run_context
 
+from flows.artifacts import audit_run_name, publish_artifacts
 from spex import settings
 from spex.audit.pipeline import AuditContext, AuditOutcome, execute
 from spex.audit.plan import ModelInfo
@@ -33,7 +35,7 @@ def flow_run_id() -> str:
     return get_run_context().flow_run.id.hex  # type: ignore[union-attr]
 
 
-@flow(name="spex-audit", log_prints=False)
+@flow(name="spex-audit", flow_run_name=audit_run_name, log_prints=False)
 def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind: str = "audit",
           baseline_model: ModelInfo | None = None, baseline_audit_id: str | None = None,
           db_url: str | None = None, tracking_uri: str | None = None, refresh_cache: bool = False,
@@ -54,4 +56,10 @@ def audit(spec: dict[str, Any], model: str | dict[str, Any] | None = None, kind:
                            baseline_model=baseline_model, baseline_audit_id=baseline_audit_id,
                            refresh=refresh_cache)
     with open_runner(runner) as chunks:
-        return execute(context, TaskStages(refresh_cache), chunks)
+        outcome = execute(context, TaskStages(refresh_cache), chunks)
+    try:
+        publish_artifacts(outcome, context.spec_dict)
+    except Exception as exc:  # noqa: BLE001  (the records are written; the UI's copy must not fail the audit)
+        logging.getLogger("spex.flows").warning("the Prefect artifacts of audit %s were not published: %s",
+                                                outcome.audit_id, exc)
+    return outcome

@@ -18,13 +18,14 @@ from typing import Any
 
 from prefect import flow
 
+from flows.artifacts import release_run_name
 from flows.audit import audit
 from spex.audit.pipeline import AuditOutcome
 from spex.audit.preflight import release_models
 from tasks.runners import open_runner, parse_runner
 
 
-@flow(name="spex-release-audit", log_prints=False)
+@flow(name="spex-release-audit", flow_run_name=release_run_name, log_prints=False)
 def release_audit(spec: dict[str, Any], candidate: str | None = None, baseline: str | None = None,
                   db_url: str | None = None, tracking_uri: str | None = None,
                   refresh_cache: bool = False, runner: str = "local") -> AuditOutcome:

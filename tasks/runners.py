@@ -78,12 +78,35 @@ class _LocalPending(InProcessPending):
     chunk one ``ablate`` task run (so a cached chunk costs no look-up at all)."""
 
     refresh: bool = False
+    done: int = 0
+    progress_id: Any = None
 
     def measure(self, part: np.ndarray) -> tuple[ChunkValues, bool]:
         task = ablate.with_options(refresh_cache=True) if self.refresh else ablate
         state = task(self.spec, self.subject_id, self.fingerprint, part, self.store_root, self.role,
-                     return_state=True)
+                     offset=self.done, return_state=True)
+        self.done += len(part)
+        self._show_progress()
         return state.result(), state.name == "Cached"
+
+    def _show_progress(self) -> None:
+        """A progress artifact per subject and role on the flow run, when the stage has several chunks."""
+        if len(self.masks) <= self.chunk:
+            return
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        percent = 100.0 * self.done / len(self.masks)
+        try:
+            if self.progress_id is None:
+                name = f"{self.spec.get('name') or 'spex'}-{self.subject_id}-{self.role}".lower()
+                key = "".join(c if c.isalnum() else "-" for c in f"spex-ablation-{name}")[:200].strip("-")
+                self.progress_id = create_progress_artifact(
+                    percent, key=key, description=f"ablation of {self.subject_id} ({self.role}): "
+                                                  f"{self.done} of {len(self.masks)} masks")
+            else:
+                update_progress_artifact(self.progress_id, percent)
+        except Exception:  # noqa: BLE001  (the UI's progress must never stop an ablation)
+            self.progress_id = self.progress_id or "unavailable"
 
 
 class LocalChunks(InProcessAblation):
