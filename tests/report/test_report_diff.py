@@ -80,7 +80,7 @@ def test_evaluated_gates_are_what_the_store_records(tmp_path: Path):
                            faithfulness={"s": 0.85}, rankings={"s": CAND}, diffs=diffs, k=3)
     assert all(type(g) is Gate for g in gates)
     assert [Gate.from_dict(g.as_dict()) for g in gates] == gates
-    assert list(gates[0].as_dict()) == ["metric", "threshold", "value", "passed", "comparator", "details"]
+    assert list(gates[0].as_dict()) == ["metric", "threshold", "value", "passed", "comparator", "details", "state"]
     assert Gate.from_dict({"metric": "m", "threshold": 1, "value": None, "passed": False}) == Gate("m", 1, None, False)
     with MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}") as store:
         store.start_audit(ModelRef("m", "1"), {}, audit_id="gated")
