@@ -10,6 +10,7 @@ each process gets its clients from :mod:`spex.audit.runtime`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -194,14 +195,20 @@ def diff_against_baseline(to: Destinations, baseline_audit_id: str, rankings: Ma
 
 
 def finish_audit(to: Destinations, opened: OpenedAudit, gates: list[Any], metrics: dict[str, Any]) -> bool:
-    """Record the gates (:class:`spex.records.gate.Gate`) and mark the audit succeeded; returns whether
-    it passed (no gates: passed)."""
+    """Record the gates (:class:`spex.records.gate.Gate`) and mark the audit succeeded with its verdict
+    (:func:`spex.records.gate.verdict`: failed if a gate failed, else undecided if one is within noise,
+    else passed; no gates: passed); returns whether it passed (``verdict == "passed"``)."""
+    from spex.records.gate import Gate, verdict
+
     store = to.store
-    store.record_gates(opened.audit_id, list(gates))
-    verdict = store.finish_audit(opened.audit_id)
-    passed = True if verdict is None else bool(verdict)
+    gates = [g if isinstance(g, Gate) else Gate.from_dict(g) for g in gates]
+    store.record_gates(opened.audit_id, gates)
+    outcome = verdict(gates)
+    store.finish_audit(opened.audit_id, verdict=outcome)
+    passed = outcome == "passed"
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None and math.isfinite(v)}
     numbers["passed"] = 1.0 if passed else 0.0
+    numbers["undecided"] = 1.0 if outcome == "undecided" else 0.0
     for g in gates:
         if g.value is not None:
             numbers[f"gate/{g.metric}"] = g.value
@@ -218,10 +225,25 @@ def write_report(to: Destinations, audit_id: str, out_dir: str) -> dict[str, str
     return {k: str(v) for k, v in paths.items()}
 
 
+def _spec_identity(run: Any) -> tuple[str | None, str | None, dt.datetime]:
+    """(spec name, lens, start) of an audit from its MLflow parent run (its params are the spec's):
+    read from MLflow, not the DB, so the failure path can tag the registry while the DB is down."""
+    params = run.data.params
+    name = params.get("name")
+    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, tz=dt.timezone.utc)
+    return (None if name in (None, "", "null") else name), params.get("lens"), started
+
+
 def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model: ModelInfo, passed: bool,
-            faithfulness: float | None) -> Published:
-    """Log the report to MLflow, tag the registry model version with the outcome, close the run."""
+            faithfulness: float | None, *, verdict: str | None = None) -> Published:
+    """Log the report to MLflow, tag the registry model version with the outcome, close the run.
+
+    ``verdict`` (passed / failed / undecided) defaults to ``passed``'s. The version gets this spec's
+    verdict tags and a recomputed aggregate ``spex.passed`` (:meth:`AuditTracker.tag_model_version`):
+    another spec's later pass never hides this spec's failure."""
     kill_here_for_tests("publish")
+    verdict = verdict or ("passed" if passed else "failed")
+    passed = verdict == "passed"
     tracker, run_id = to.tracker, opened.run_id
     report_uri = tracker.log_report(run_id, Path(report["html"]))
     export_dir = Path(report["json"]).parent
@@ -231,16 +253,19 @@ def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model
         tracker.log_artifact(run_id, shapiq_dir, artifact_path="report/shapiq")
     tags = None
     if model.in_registry:
+        name, lens, started = _spec_identity(tracker.client.get_run(run_id))
         tags = tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=opened.audit_id,
-                                         status="succeeded", faithfulness=faithfulness, passed=passed, run_id=run_id)
-    tracker.set_tags(run_id, {"spex.passed": str(passed).lower()})
+                                         status="succeeded", faithfulness=faithfulness, verdict=verdict, run_id=run_id,
+                                         spec=name, lens=lens, started=started)
+    tracker.set_tags(run_id, {"spex.passed": str(passed).lower(), "spex.verdict": verdict})
     tracker.end_run(run_id)
     return Published(report_uri, tags)
 
 
 def fail_audit(to: Destinations, audit_id: str, run_id: str | None, error: str,
                model: ModelInfo | None = None) -> None:
-    """Mark the audit failed (DB), its MLflow runs FAILED, and the registry version's audit status.
+    """Mark the audit failed (DB), its MLflow runs FAILED, and, on the registry version, this spec's
+    verdict ``failed`` (so the aggregate ``spex.passed`` is false until the spec is audited again).
 
     Never raises for MLflow: it runs on the error path, and MLflow being down may be the error — the DB
     says "failed" (the record that gates read), the original error is what the caller must see, and a
@@ -257,9 +282,12 @@ def fail_audit(to: Destinations, audit_id: str, run_id: str | None, error: str,
             if child.info.status == "RUNNING":
                 tracker.end_run(child.info.run_id, "FAILED")
         tracker.end_run(run_id, "FAILED")
+        tracker.set_tags(run_id, {"spex.passed": "false", "spex.verdict": "failed"})
         if model is not None and model.in_registry:
+            name, lens, started = _spec_identity(parent)
             tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=audit_id,
-                                      status="failed", run_id=run_id)
+                                      status="failed", verdict="failed", run_id=run_id, spec=name, lens=lens,
+                                      started=started)
     except Exception as exc:  # noqa: BLE001
         from spex.records.metadata import mask_secrets
 

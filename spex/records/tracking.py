@@ -24,6 +24,7 @@ Why it is written the way it is:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -60,6 +61,7 @@ from mlflow.utils.validation import (
 from spex import settings
 from spex.content import hasher
 from spex.engine import maskbits
+from spex.records import verdicts
 
 EXPERIMENT_PREFIX = "spex/"
 TAG_AUDIT_ID = "spex.audit_id"
@@ -73,6 +75,7 @@ TAG_PROXY_PREFIX = "spex.proxy_model_id."
 # Above this many features the ablation Parquet holds one packed-hex mask column instead of one bool
 # column per feature: MLflow stores a dataset's schema in a column limited to ~1 MB.
 WIDE_LAYOUT_MAX_FEATURES = 2048
+INTERVAL_COLUMNS = ("se", "ci_low", "ci_high")
 _PARAM_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -161,7 +164,8 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def interactions_for_ui(table: pd.DataFrame) -> pd.DataFrame:
-    """The interaction table as MLflow's table viewer shows it best: one readable string per set."""
+    """The interaction table as MLflow's table viewer shows it best: one readable string per set, and the
+    value's ``se``/``ci_low``/``ci_high`` where the table has them (NaN, null in the JSON: unknown)."""
     out = pd.DataFrame(
         {
             "rank": table["rank"].astype(int) if "rank" in table else np.arange(1, len(table) + 1),
@@ -172,6 +176,9 @@ def interactions_for_ui(table: pd.DataFrame) -> pd.DataFrame:
         out["labels"] = [" × ".join(str(x) for x in labels) if labels is not None else None for labels in table["labels"]]
     out["order"] = table["order"].astype(int) if "order" in table else [len(m) for m in table["members"]]
     out["value"] = table["value"].astype(float)
+    for key in INTERVAL_COLUMNS:  # the value's standard error and interval (NaN, null in the JSON: unknown)
+        if key in table:
+            out[key] = pd.to_numeric(table[key], errors="coerce").astype(float)
     return out
 
 
@@ -571,17 +578,63 @@ class AuditTracker:
         faithfulness: float | None = None,
         passed: bool | None = None,
         run_id: str | None = None,
+        spec: str | None = None,
+        lens: str | None = None,
+        verdict: str | None = None,
+        started: dt.datetime | None = None,
     ) -> dict[str, str]:
-        """Put the audit's outcome on the audited MLflow registry model version (what release
-        tooling reads): ``spex.audit_id``, ``spex.audit_status``, ``spex.faithfulness`` (min held-out
-        R²), ``spex.passed`` and the audit run id."""
+        """Put the audit's outcome on the audited MLflow registry model version (what release tooling
+        reads); returns the tags set.
+
+        Per spec (``spec``: its name; unnamed specs are keyed by ``lens``) the tags
+        ``spex.spec.<key>.verdict`` (passed / failed / undecided), ``.audit_id``, ``.time`` (now, UTC),
+        ``.started`` (the audit's start), ``.status``, ``.faithfulness``, ``.run_id``, ``.name``; then the
+        aggregate ``spex.passed``, recomputed from every spec's tags read back from the registry (see
+        :mod:`spex.records.verdicts`). ``verdict`` defaults to ``passed``'s (a ``failed`` status: failed).
+        Besides, the last audit to publish is named by ``spex.audit_id``, ``spex.audit_status``,
+        ``spex.faithfulness`` (min held-out R²) and ``spex.audit_run_id``.
+        """
+        if verdict is None:
+            verdict = "failed" if status == "failed" else None if passed is None else "passed" if passed else "failed"
+        if verdict is not None and verdict not in verdicts.VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(verdicts.VERDICTS)}; got {verdict!r}")
+        version = str(version)
         tags = {"spex.audit_id": audit_id, "spex.audit_status": status}
         if faithfulness is not None:
             tags["spex.faithfulness"] = f"{float(faithfulness):.6g}"
-        if passed is not None:
-            tags["spex.passed"] = str(bool(passed)).lower()
         if run_id is not None:
             tags["spex.audit_run_id"] = run_id
+        if verdict is not None:
+            key = verdicts.spec_key(spec, lens)
+            current = self.client.get_model_version(name, version).tags
+            if verdicts.supersedes(current, key, audit_id, started):
+                own = {"verdict": verdict, "audit_id": audit_id, "time": verdicts.iso(dt.datetime.now(dt.timezone.utc)),
+                       "status": status, "name": spec or (f"(unnamed {lens} spec)" if lens else "(unnamed spec)")}
+                if started is not None:
+                    own["started"] = verdicts.iso(started)
+                if faithfulness is not None:
+                    own["faithfulness"] = tags["spex.faithfulness"]
+                if run_id is not None:
+                    own["run_id"] = run_id
+                tags |= {verdicts.tag(key, field): value for field, value in own.items()}
         for key, value in tags.items():
-            self.client.set_model_version_tag(name, str(version), key, value)
+            self.client.set_model_version_tag(name, version, key, value)
+        if verdict is not None:
+            tags[verdicts.TAG_PASSED] = self._settle_passed(name, version)
         return tags
+
+    def _settle_passed(self, name: str, version: str, attempts: int = 8) -> str:
+        """Recompute ``spex.passed`` from the spec verdicts on the version until a read-back agrees.
+
+        Two audits publishing at once each write their own spec's tags, then the aggregate from what they
+        read. Checking after writing makes the last writer see every verdict written before its check, so
+        a pass computed before another spec's failure landed is corrected, not left standing."""
+        value = None
+        for _ in range(attempts):
+            tags = self.client.get_model_version(name, version).tags
+            passed = verdicts.aggregate(tags)
+            value = "false" if passed is None else str(passed).lower()
+            if tags.get(verdicts.TAG_PASSED) == value:
+                return value
+            self.client.set_model_version_tag(name, version, verdicts.TAG_PASSED, value)
+        return value or "false"

@@ -48,6 +48,14 @@ class SubjectReport:
                 out[r["members"][0]] = float(r["value"])
         return out
 
+    def first_order_se(self) -> list[float | None]:
+        """The standard error of each feature's Shapley value (None where unknown or not recorded)."""
+        out: list[float | None] = [None] * self.n
+        for r in self.shapley:
+            if len(r["members"]) == 1 and 0 <= r["members"][0] < self.n:
+                out[r["members"][0]] = r.get("se")
+        return out
+
 
 @dataclass
 class ReportData:
@@ -70,6 +78,8 @@ class ReportData:
     baseline_audit_id: str | None = None
     top_k: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
+    verdict: str | None = None  # passed | failed | undecided; None: running, or nothing gated
+    confidence: float = 0.95  # the level of the recorded intervals (the spec's ranking.confidence)
 
     @property
     def min_heldout_r2(self) -> float | None:
@@ -77,14 +87,27 @@ class ReportData:
         return min(values) if values else None
 
 
+INTERVAL_FIELDS = ("se", "ci_low", "ci_high")
+
+
+def _known(value: Any) -> float | None:
+    """A float, or None where unknown (missing, NaN): the report and the JSON say null, never NaN."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def _rows(frame: Any) -> list[dict[str, Any]]:
+    """Interaction rows, best rank first, each with its value's ``se``, ``ci_low``, ``ci_high`` (None: unknown)."""
     out = []
     for r in frame.to_dict("records"):
         labels = r.get("labels")
         if labels is None or (isinstance(labels, float) and math.isnan(labels)):
             labels = None
         out.append({"members": [int(m) for m in r["members"]], "labels": [str(x) for x in labels] if labels else None,
-                    "order": int(r["order"]), "value": float(r["value"]), "rank": int(r["rank"])})
+                    "order": int(r["order"]), "value": float(r["value"]), "rank": int(r["rank"]),
+                    **{key: _known(r.get(key)) for key in INTERVAL_FIELDS}})
     return sorted(out, key=lambda r: r["rank"])
 
 
@@ -102,6 +125,7 @@ def load_report_data(store: Any, audit_id: str) -> ReportData:
     ranking_spec = spec.get("ranking") or {}
     index = str(ranking_spec.get("index") or "fbii")
     top_k = int(ranking_spec.get("top_k") or 10)
+    confidence = float(ranking_spec.get("confidence") or 0.95)
     baseline_audit_id = extra.get("baseline_audit_id")
     baseline_subjects: set[int] = set()
     if baseline_audit_id:
@@ -142,6 +166,7 @@ def load_report_data(store: Any, audit_id: str) -> ReportData:
         baseline=_model(audit.baseline), started_at=audit.started_at, finished_at=audit.finished_at, spec=spec,
         error=audit.error, mlflow_run_id=audit.mlflow_run_id, mlflow_experiment_id=audit.mlflow_experiment_id,
         gates=[{"metric": g.metric, "value": g.value, "comparator": g.comparator, "threshold": g.threshold,
-                "passed": g.passed, "details": g.details} for g in audit.gates],
-        subjects=subjects, baseline_audit_id=baseline_audit_id, top_k=top_k, extra=extra,
+                "passed": g.passed, "state": g.state, "details": g.details} for g in audit.gates],
+        subjects=subjects, baseline_audit_id=baseline_audit_id, top_k=top_k, extra=extra, verdict=audit.verdict,
+        confidence=confidence,
     )

@@ -1,7 +1,9 @@
 """The JSON export of an audit, with shapiq-compatible interaction values.
 
-``interactions.json`` holds the whole audit (model, gates, per subject: labels, validation, the ranked
-interactions, first-order values, the diff against the baseline). Besides it, ``shapiq/<subject>.<index>.json``
+``interactions.json`` holds the whole audit (model, its verdict — passed / failed / undecided — and
+gates with their state, per subject: labels, validation, the ranked interactions each with its
+standard error ``se`` and ``confidence`` interval ``ci_low``/``ci_high`` (null: unknown), first-order
+values and their ``se``, the diff against the baseline). Besides it, ``shapiq/<subject>.<index>.json``
 files are written in shapiq's own ``InteractionValues`` JSON layout (``metadata`` + ``data`` keyed by
 ``"0,3"``-style member strings, ``"Empty"`` for the empty set), so
 ``shapiq.InteractionValues.load(path)`` reads them back and shapiq's plots and metrics apply unchanged.
@@ -88,7 +90,7 @@ def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
         subjects[s.key] = {
             "lens": s.lens, "n_players": s.n, "labels": s.labels, "index": s.index,
             "heldout_r2": s.heldout_r2, "n_heldout": s.n_heldout, "removal": s.removal, "metrics": s.metrics,
-            "interactions": s.ranking, "first_order": {"index": "shapley", "values": s.first_order()},
+            "interactions": s.ranking, "first_order": {"index": "shapley", "values": s.first_order(), "se": s.first_order_se()},
             "pairs": s.pairs, "diff": s.diff.to_dict() if s.diff else None,
         }
         if s.ranking:
@@ -105,6 +107,7 @@ def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
         "format": "spex.audit/1",
         "spex_version": spex.__version__,
         "audit": {"id": data.audit_id, "kind": data.kind, "status": data.status, "passed": data.passed,
+                  "verdict": data.verdict, "confidence": data.confidence,
                   "model": data.model, "baseline": data.baseline, "baseline_audit_id": data.baseline_audit_id,
                   "started_at": data.started_at.isoformat() if data.started_at else None,
                   "finished_at": data.finished_at.isoformat() if data.finished_at else None,

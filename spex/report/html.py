@@ -8,10 +8,12 @@ never run. This module computes what the templates show (which features, which c
 heatmap); the templates only lay it out.
 
 Per subject: the subject (prompt text / head grid / training examples, by its view's ``kind``) shaded
-by each feature's first-order effect (Shapley value); the top interactions, each drawn over the subject
-with its members highlighted (and hovering a row highlights them in the main view); a pairwise
-interaction heatmap; held-out faithfulness and the removal test. For a release: the gate table and,
-per subject, the diff against the baseline.
+by each feature's first-order effect (Shapley value); the top interactions with their standard error
+(``±``) and confidence interval (as numbers and as a bar on a scale shared by the rows, so the widths
+compare and an interval crossing zero shows), each drawn over the subject with its members highlighted
+(and hovering a row highlights them in the main view); a pairwise interaction heatmap; held-out
+faithfulness and the removal test. The gate table gives each gate's state (passed, FAILED, or undecided:
+within noise of its threshold). For a release, per subject, the diff against the baseline.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ NEG = (37, 99, 235)     # lowers the output
 HEATMAP_MAX = 40        # features on the heatmap's axes (the strongest by first-order effect)
 TOP_DRAWN = 5           # top interactions drawn over the subject
 HEATMAP_CELL, HEATMAP_LABELS = 16, 110  # px: one cell, the band of axis labels
+INTERVAL_W, INTERVAL_H, INTERVAL_PAD = 140, 14, 4  # px: the interval bar of a ranking row
 TEMPLATES = "templates"
 
 
@@ -62,6 +65,18 @@ def shade(value: float, scale: float, max_alpha: float = 0.85) -> str:
     alpha = min(1.0, abs(value) / scale) * max_alpha
     r, g, b = POS if value > 0 else NEG
     return f"rgba({r},{g},{b},{alpha:.3f})"
+
+
+def plus_minus(se: float | None, digits: int = 2) -> str:
+    """A standard error as ``±0.031`` (``–`` when unknown)."""
+    return "–" if se is None or not math.isfinite(se) else f"±{se:.{digits}g}"
+
+
+def interval_text(row: dict[str, Any], digits: int = 3) -> str:
+    """A row's interval as ``[0.41, 0.59]`` (``–`` when unknown)."""
+    if row.get("ci_low") is None or row.get("ci_high") is None:
+        return "–"
+    return f"[{fmt(row['ci_low'], digits)}, {fmt(row['ci_high'], digits)}]"
 
 
 def interaction_name(row: dict[str, Any]) -> str:
@@ -95,7 +110,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         finalize=_blank_none,
     )
-    env.filters.update(fmt=fmt, signed=signed, shade=shade, name=interaction_name)
+    env.filters.update(fmt=fmt, signed=signed, shade=shade, name=interaction_name, pm=plus_minus,
+                       interval=interval_text)
     env.globals["static"] = static
     return env
 
@@ -180,6 +196,31 @@ def heatmap(s: SubjectReport, effects: list[float]) -> dict[str, Any] | None:
             "diagonal": [band + j * cell for j in range(len(shown))], "shown": len(shown), "scale": scale}
 
 
+def interval_bars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row: where its interval bar (``ci_low``..``ci_high``), its value and zero sit, on one scale
+    shared by the rows shown, so their widths compare; ``x`` is None where the interval is unknown.
+    ``excludes_zero`` marks an interval that excludes zero (the value is distinguishable from no effect)."""
+    points = [0.0]
+    for r in rows:
+        points += [r["value"]] + [r[key] for key in ("ci_low", "ci_high") if r.get(key) is not None]
+    lo, hi = min(points), max(points)
+    span = (hi - lo) or 1.0
+    inner = INTERVAL_W - 2 * INTERVAL_PAD
+
+    def x(v: float) -> float:
+        return round(INTERVAL_PAD + (v - lo) / span * inner, 2)
+
+    out = []
+    for r in rows:
+        bar: dict[str, Any] = {"r": r, "v": x(r["value"]), "zero": x(0.0), "sign": "pos" if r["value"] >= 0 else "neg",
+                               "x": None, "w": None, "excludes_zero": False}
+        if r.get("ci_low") is not None and r.get("ci_high") is not None:
+            bar.update(x=x(r["ci_low"]), w=max(1.0, round(x(r["ci_high"]) - x(r["ci_low"]), 2)),
+                       excludes_zero=r["ci_low"] > 0 or r["ci_high"] < 0)
+        out.append(bar)
+    return out
+
+
 def _validation(s: SubjectReport) -> list[tuple[str, str]]:
     m = s.metrics
     method = "" if m.get("method") is None else str(m.get("method"))
@@ -196,7 +237,7 @@ def _validation(s: SubjectReport) -> list[tuple[str, str]]:
     return rows
 
 
-def subject_context(s: SubjectReport, k: int, number: int) -> dict[str, Any]:
+def subject_context(s: SubjectReport, k: int, number: int, confidence: float = 0.95) -> dict[str, Any]:
     """Everything ``subject.html.j2`` draws for one subject."""
     effects = s.first_order()
     view = subject_view(s, effects)
@@ -210,7 +251,8 @@ def subject_context(s: SubjectReport, k: int, number: int) -> dict[str, Any]:
     return {"s": s, "k": k, "number": number, "effects": effects, "scale": max((abs(e) for e in effects), default=0.0),
             "view": view, "drawn": drawn, "heatmap": heatmap(s, effects), "validation": _validation(s),
             "removal": {"r": removal.get("r"), "choices": removal["choices"]} if removal else None,
-            "side_by_side": side_by_side}
+            "side_by_side": side_by_side, "top": interval_bars(s.ranking[:k]),
+            "interval": {"w": INTERVAL_W, "h": INTERVAL_H, "level": f"{confidence * 100:.3g}"}}
 
 
 # --------------------------------------------------------------------------------------------- the page
@@ -222,6 +264,11 @@ def _gate_note(details: dict[str, Any]) -> str:
     if isinstance(details.get("per_subject"), dict):
         return ", ".join(f"{k}: {fmt(v, 3)}" for k, v in details["per_subject"].items())
     return details.get("note") or ""
+
+
+def _state(gate: dict[str, Any]) -> str:
+    """A gate's state: passed, failed or undecided (a gate dict without one follows ``passed``)."""
+    return gate.get("state") or ("passed" if gate.get("passed") else "failed")
 
 
 def _version(model: dict[str, Any] | None) -> dict[str, Any]:
@@ -239,14 +286,15 @@ def render_html(data: ReportData, *, generated_at: dt.datetime | None = None) ->
     context = {
         "title": f"spex {'release ' if data.kind == 'release' else ''}audit · {data.model.get('name', '')}",
         "audit_id": data.audit_id, "kind": data.kind, "status": data.status, "passed": data.passed,
+        "verdict": data.verdict or (None if data.passed is None else "passed" if data.passed else "failed"),
         "model": _version(data.model), "baseline": _version(data.baseline) if data.baseline else None,
         "baseline_audit_id": data.baseline_audit_id,
         "spec": {key: spec.get(key) for key in ("lens", "method", "budget", "alpha", "seed", "holdout")},
         "ranking": {"index": ranking.get("index"), "order": ranking.get("order")}, "top_k": data.top_k,
         "started": data.started_at.strftime("%Y-%m-%d %H:%M:%S UTC") if data.started_at else "–",
         "min_heldout_r2": data.min_heldout_r2, "mlflow_run_id": data.mlflow_run_id, "error": data.error,
-        "gates": [{**g, "note": _gate_note(g.get("details") or {})} for g in data.gates],
-        "subjects": [subject_context(s, data.top_k, i) for i, s in enumerate(data.subjects, start=1)],
+        "gates": [{**g, "state": _state(g), "note": _gate_note(g.get("details") or {})} for g in data.gates],
+        "subjects": [subject_context(s, data.top_k, i, data.confidence) for i, s in enumerate(data.subjects, start=1)],
         "version": spex.__version__, "generated_at": generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
     return environment().get_template("report.html.j2").render(context)

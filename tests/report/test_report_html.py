@@ -95,3 +95,40 @@ def test_every_value_is_escaped_gate_notes_included():
     assert "s&lt;1&gt;: a × &lt;b&gt;" in html and '<p class="err">boom &lt;script&gt;</p>' in html
     assert "<title>spex audit · &lt;m&gt;</title>" in html and '<span class="badge fail">FAILED</span>' in html
     assert html.count("<script>") == 1 and "None" not in html  # a missing value prints as nothing / "–"
+
+
+def test_an_undecided_gate_makes_an_undecided_verdict_shown_as_such():
+    gates = [{"metric": "faithfulness_min", "value": 0.9, "comparator": ">=", "threshold": 0.5, "passed": True,
+              "state": "passed", "details": {}},
+             {"metric": "max_significant_changes", "value": 1.0, "comparator": "<=", "threshold": 0.0, "passed": False,
+              "state": "undecided", "details": {}},
+             {"metric": "old_row", "value": 1.0, "comparator": ">=", "threshold": 0.0, "passed": True, "details": {}}]
+    html = report(subject(), gates=gates, passed=False, verdict="undecided")
+    assert '<span class="badge undecided">UNDECIDED</span>' in html
+    rows = dict(re.findall(r'<tr class="(\w+)"><td>([\w_]+)</td>', html)[i][::-1] for i in range(3))
+    assert rows == {"faithfulness_min": "pass", "max_significant_changes": "undecided", "old_row": "pass"}
+    assert '<td class="result">undecided</td>' in html and "within the noise of its threshold" in html
+    # an audit recorded before verdicts existed: its passed flag decides
+    assert '<span class="badge fail">FAIL</span>' in report(subject(), gates=gates[:1], passed=False)
+    assert "within the noise" not in report(subject(), gates=gates[:1], passed=True)
+
+
+def test_intervals_share_one_scale_and_an_unknown_one_is_a_dash():
+    from spex.report.html import INTERVAL_PAD, INTERVAL_W, interval_bars
+
+    rows = [{"members": [0], "labels": None, "order": 1, "value": 1.0, "rank": 1, "se": 0.1, "ci_low": 0.8,
+             "ci_high": 1.2},
+            {"members": [1], "labels": None, "order": 1, "value": -0.5, "rank": 2, "se": 0.25, "ci_low": -1.0,
+             "ci_high": 0.0},
+            {"members": [2], "labels": None, "order": 1, "value": 0.3, "rank": 3, "se": None, "ci_low": None,
+             "ci_high": None}]
+    bars = interval_bars(rows)
+    inner = INTERVAL_W - 2 * INTERVAL_PAD  # the scale runs from -1.0 (left) to 1.2 (right)
+    assert [b["zero"] for b in bars] == [round(INTERVAL_PAD + inner / 2.2, 2)] * 3
+    assert bars[0]["x"] == round(INTERVAL_PAD + 1.8 / 2.2 * inner, 2) and bars[1]["x"] == INTERVAL_PAD
+    assert bars[1]["w"] == round(inner / 2.2, 2) and bars[0]["w"] == pytest.approx(bars[1]["w"] * 0.4, abs=0.02)
+    assert [b["excludes_zero"] for b in bars] == [True, False, False] and bars[2]["x"] is None
+    html = section(report(subject(ranking=rows)))
+    assert "<td>{0}</td><td class=\"num\">1</td><td class=\"num\">+1</td><td class=\"num se\">±0.1</td>" in html
+    assert '<span class="ci-text">[0.8, 1.2]</span>' in html and '<span class="ci-text">[-1, 0]</span>' in html
+    assert html.count("<rect class=\"iv ") == 2 and '<td class="num se">–</td><td class="ci"><span class="ci-text">–</span>' in html

@@ -37,14 +37,14 @@ def _run(runner: CliRunner, *args: str):
 
 def test_db_upgrade_current_downgrade(runner, db_url):
     result = _run(runner, "db", "current", "--db", db_url)
-    assert result.exit_code == 0 and "at revision base (head: 0001_initial)" in result.stdout
+    assert result.exit_code == 0 and "at revision base (head: 0002_uncertainty_and_verdicts)" in result.stdout
     result = _run(runner, "db", "upgrade", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "at revision 0001_initial" in result.stdout
+    assert "at revision 0002_uncertainty_and_verdicts" in result.stdout
     result = _run(runner, "db", "downgrade", "base", "--db", db_url)
     assert result.exit_code == 0 and "at revision base" in result.stdout
     result = _run(runner, "db", "upgrade", "--db", db_url)
-    assert result.exit_code == 0 and "at revision 0001_initial" in result.stdout
+    assert result.exit_code == 0 and "at revision 0002_uncertainty_and_verdicts" in result.stdout
 
 
 def test_database_url_from_the_environment(runner, recorded):

@@ -31,7 +31,7 @@ def test_migrations_ship_inside_the_package(tmp_path, monkeypatch):
     assert MIGRATIONS_DIR.is_dir() and (MIGRATIONS_DIR / "env.py").is_file()
     package = MIGRATIONS_DIR.parent  # spex/records/metadata
     assert (package.name, package.parent.name, package.parent.parent.name) == ("metadata", "records", "spex")
-    assert head_revision() == "0001_initial"
+    assert head_revision() == "0002_uncertainty_and_verdicts"
 
 
 def test_upgrade_downgrade_upgrade(db_url):

@@ -28,6 +28,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from spex.records.gate import Gate
+
 # Deterministic constraint names: migrations can drop/alter them by name on both backends.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -38,6 +40,8 @@ NAMING_CONVENTION = {
 }
 
 AUDIT_STATUSES = ("running", "succeeded", "failed")
+# An audit's verdict and a gate's state (spex.records.gate.STATES; spelled out here, the schema's own copy).
+VERDICTS = ("passed", "failed", "undecided")
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
@@ -101,6 +105,7 @@ class Audit(Base):
     __tablename__ = "audits"
     __table_args__ = (
         sa.CheckConstraint(f"status IN {AUDIT_STATUSES!r}", name="status"),
+        sa.CheckConstraint(f"verdict IN {VERDICTS!r}", name="verdict"),
         # "audits of model M with status S, newest first"
         sa.Index("ix_audits_model_status", "model_version_id", "status", "started_at"),
         sa.Index("ix_audits_status_started", "status", "started_at"),
@@ -116,7 +121,9 @@ class Audit(Base):
     kind: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="audit")
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="running")
-    passed: Mapped[bool | None] = mapped_column(sa.Boolean)
+    passed: Mapped[bool | None] = mapped_column(sa.Boolean)  # verdict == "passed"
+    # passed | failed | undecided (a gate within noise); NULL while running or without gates.
+    verdict: Mapped[str | None] = mapped_column(sa.String(16))
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     code_version: Mapped[str | None] = mapped_column(sa.String(255))
@@ -220,6 +227,11 @@ class Interaction(Base):
     members: Mapped[list[int]] = mapped_column(JSONType, nullable=False)
     labels: Mapped[list[str] | None] = mapped_column(JSONType)
     value: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    # The value's standard error and confidence interval (level: the spec's ranking.confidence); NULL
+    # where unknown and for rows recorded before revision 0002.
+    se: Mapped[float | None] = mapped_column(sa.Float)
+    ci_low: Mapped[float | None] = mapped_column(sa.Float)
+    ci_high: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class Validation(Base):
@@ -240,10 +252,11 @@ class Validation(Base):
 
 
 class GateResult(Base):
-    """One release gate: ``value <comparator> threshold`` and whether it held."""
+    """One release gate: ``value <comparator> threshold`` and whether it held (``state``: passed,
+    failed, or undecided when the value is within noise of the threshold)."""
 
     __tablename__ = "gate_results"
-    __table_args__ = (sa.UniqueConstraint("audit_id", "metric"),)
+    __table_args__ = (sa.UniqueConstraint("audit_id", "metric"), sa.CheckConstraint(f"state IN {VERDICTS!r}", name="state"))
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     audit_id: Mapped[str] = mapped_column(sa.ForeignKey("audits.id", ondelete="CASCADE"), nullable=False)
@@ -251,9 +264,15 @@ class GateResult(Base):
     comparator: Mapped[str] = mapped_column(sa.String(8), nullable=False, default=">=")
     threshold: Mapped[float] = mapped_column(sa.Float, nullable=False)
     value: Mapped[float | None] = mapped_column(sa.Float)
-    passed: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    passed: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)  # state == "passed"
+    state: Mapped[str | None] = mapped_column(sa.String(16))  # NULL: a row from before 0002 (passed decides)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    def to_gate(self) -> Gate:
+        """The row as the :class:`~spex.records.gate.Gate` it recorded (a NULL state follows ``passed``)."""
+        return Gate(metric=self.metric, threshold=self.threshold, value=self.value, passed=self.passed,
+                    comparator=self.comparator, details=self.details, state=self.state)
 
 
 TABLES = tuple(Base.metadata.sorted_tables)

@@ -12,7 +12,6 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from spex.records.gate import Gate
 from spex.records.metadata.errors import AuditNotFound, SubjectNotFound
 from spex.records.metadata.models import (
     AUDIT_STATUSES,
@@ -37,6 +36,7 @@ from spex.records.metadata.records import (
     ValidationRecord,
 )
 from spex.records.metadata.sessions import Sessions
+from spex.records.metadata.writes import INTERVAL_FIELDS
 
 
 class Reads(Sessions):
@@ -91,6 +91,7 @@ class Reads(Sessions):
                     kind=a.kind,
                     status=a.status,
                     passed=a.passed,
+                    verdict=_verdict(a),
                     started_at=a.started_at,
                     finished_at=a.finished_at,
                     n_subjects=int(n or 0),
@@ -150,6 +151,7 @@ class Reads(Sessions):
                 spec=audit.spec,
                 status=audit.status,
                 passed=audit.passed,
+                verdict=_verdict(audit),
                 started_at=audit.started_at,
                 finished_at=audit.finished_at,
                 code_version=audit.code_version,
@@ -170,17 +172,7 @@ class Reads(Sessions):
                     )
                     for link, subject in links
                 ),
-                gates=tuple(
-                    Gate(
-                        metric=g.metric,
-                        threshold=g.threshold,
-                        value=g.value,
-                        passed=g.passed,
-                        comparator=g.comparator,
-                        details=g.details,
-                    )
-                    for g in gates
-                ),
+                gates=tuple(g.to_gate() for g in gates),
             )
 
         return self._run(work)
@@ -188,8 +180,9 @@ class Reads(Sessions):
     def get_interactions(self, audit_id: str, subject_id: int, *, index: str | None = None) -> pd.DataFrame:
         """The ranked interactions an audit recorded for a subject, as spex's interaction table.
 
-        Columns ``members`` (tuple), ``labels`` (tuple or None), ``order``, ``value``, ``rank``;
-        ``attrs["index"]`` names the index. With several indices recorded, pass ``index``.
+        Columns ``members`` (tuple), ``labels`` (tuple or None), ``order``, ``value``, ``rank``, and
+        the value's ``se``, ``ci_low``, ``ci_high`` (NaN where unknown, and for rows recorded before
+        these were); ``attrs["index"]`` names the index. With several indices recorded, pass ``index``.
         """
 
         def work(session: Session) -> pd.DataFrame:
@@ -244,7 +237,8 @@ class Reads(Sessions):
 
         ``subject``: a subject id, key or content digest (must name exactly one subject). One row per
         (version, rank): columns ``model_revision``, ``registry_version``, ``audit_id``,
-        ``started_at``, ``rank``, ``members``, ``labels``, ``order``, ``value``; versions in the order
+        ``started_at``, ``rank``, ``members``, ``labels``, ``order``, ``value``, ``se``, ``ci_low``,
+        ``ci_high`` (NaN: unknown); versions in the order
         they were audited. ``attrs["index"]`` names the index.
         """
         matches = self.find_subjects(subject, lens=lens)
@@ -267,7 +261,8 @@ class Reads(Sessions):
                     ),
                 ],
             )
-            columns = ["model_revision", "registry_version", "audit_id", "started_at", "rank", "members", "labels", "order", "value"]
+            columns = ["model_revision", "registry_version", "audit_id", "started_at", "rank", "members", "labels", "order",
+                       "value", *INTERVAL_FIELDS]
             if chosen is None:
                 out = pd.DataFrame(columns=columns)
                 out.attrs["index"] = None
@@ -311,6 +306,7 @@ class Reads(Sessions):
                     "labels": tuple(r.labels) if r.labels is not None else None,
                     "order": r.order,
                     "value": r.value,
+                    **{key: _nan(getattr(r, key)) for key in INTERVAL_FIELDS},
                 }
                 for audit_id, started_at, revision, registry_version in chosen_audits
                 for r in by_audit.get(audit_id, [])
@@ -320,7 +316,8 @@ class Reads(Sessions):
                 {
                     column: pd.Series(
                         [r[column] for r in records],
-                        dtype={"rank": "int64", "order": "int64", "value": "float64"}.get(column, object),
+                        dtype={"rank": "int64", "order": "int64", "value": "float64",
+                               **dict.fromkeys(INTERVAL_FIELDS, "float64")}.get(column, object),
                     )
                     for column in columns
                 }
@@ -380,6 +377,17 @@ def _validation_record(v: Validation) -> ValidationRecord:
     )
 
 
+def _verdict(a: Audit) -> str | None:
+    """The audit's verdict; for a row that has none, what ``passed`` says (None stays None)."""
+    if a.verdict is not None or a.passed is None:
+        return a.verdict
+    return "passed" if a.passed else "failed"
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def _frame(rows: Sequence[Interaction], index: str | None) -> pd.DataFrame:
     has_labels = any(r.labels is not None for r in rows)
     data: dict[str, list[Any]] = {"members": [tuple(r.members) for r in rows]}
@@ -388,8 +396,10 @@ def _frame(rows: Sequence[Interaction], index: str | None) -> pd.DataFrame:
     data["order"] = [r.order for r in rows]
     data["value"] = [r.value for r in rows]
     data["rank"] = [r.rank for r in rows]
+    # unknown (and rows recorded before revision 0002) read back as NaN, as Explanation.interactions() has it
+    for key in INTERVAL_FIELDS:
+        data[key] = [_nan(getattr(r, key)) for r in rows]
     frame = pd.DataFrame(data)
-    if not rows:
-        frame = frame.astype({"order": int, "value": float, "rank": int})
+    frame = frame.astype({"order": int, "value": float, "rank": int, **{key: float for key in INTERVAL_FIELDS}})
     frame.attrs["index"] = index
     return frame

@@ -107,6 +107,7 @@ class AuditSummary:
     kind: str
     status: str
     passed: bool | None
+    verdict: str | None  # passed | failed | undecided (None: running, or nothing gated)
     started_at: dt.datetime
     finished_at: dt.datetime | None
     n_subjects: int
@@ -125,7 +126,8 @@ class AuditRecord:
     kind: str
     spec: dict[str, Any]
     status: str
-    passed: bool | None
+    passed: bool | None  # verdict == "passed"
+    verdict: str | None  # passed | failed | undecided (None: running, or nothing gated)
     started_at: dt.datetime
     finished_at: dt.datetime | None
     code_version: str | None

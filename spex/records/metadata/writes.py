@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from spex.content import to_jsonable
 from spex.records.gate import Gate
+from spex.records.gate import verdict as gate_verdict
 from spex.records.metadata import environment
 from spex.records.metadata.db import mask_secrets
 from spex.records.metadata.errors import AuditNotFound, SubjectNotFound
@@ -43,6 +44,7 @@ from spex.records.metadata.models import (
     ModelVersion,
     ProxyModel,
     Subject,
+    VERDICTS,
     Validation,
     utcnow,
 )
@@ -53,10 +55,11 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 20_000
 COMPARATORS = (">=", ">", "<=", "<", "==")
+INTERVAL_FIELDS = ("se", "ci_low", "ci_high")  # an interaction's uncertainty (spex.engine.uncertainty)
 
 
 def _float_or_none(value: Any) -> float | None:
-    if value is None:
+    if value is None or value is pd.NA:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
@@ -122,9 +125,20 @@ def _interaction_rows(table: pd.DataFrame | Iterable[Mapping[str, Any]], index: 
                 "members": members,
                 "labels": labels,
                 "value": value,
+                **_interval(record, position),
             }
         )
     return str(index), rows
+
+
+def _interval(record: Mapping[str, Any], position: int) -> dict[str, float | None]:
+    """The row's standard error and interval (None where absent, NaN or infinite: unknown), checked."""
+    out = {key: _float_or_none(record.get(key)) for key in INTERVAL_FIELDS}
+    if out["se"] is not None and out["se"] < 0:
+        raise ValueError(f"row {position}: se is negative ({out['se']})")
+    if out["ci_low"] is not None and out["ci_high"] is not None and out["ci_low"] > out["ci_high"]:
+        raise ValueError(f"row {position}: ci_low {out['ci_low']} is above ci_high {out['ci_high']}")
+    return out
 
 
 def _insert(session: Session, model: type) -> Any:
@@ -187,6 +201,7 @@ class Writes(Sessions):
             "spec": to_jsonable(dict(spec), text=mask_secrets),
             "status": "running",
             "passed": None,
+            "verdict": None,
             "started_at": utcnow(),
             "finished_at": None,
             "error": None,
@@ -395,8 +410,9 @@ class Writes(Sessions):
         """Replace the subject's ranked interactions for ``index`` in one transaction; returns the row count.
 
         ``table`` is spex's interaction table (``members``, optional ``labels``, ``order``, ``value``,
-        ``rank``; the index from ``table.attrs["index"]`` unless given). Either every row is stored
-        or none is (and the audit is marked failed).
+        ``rank``, and the value's ``se``, ``ci_low``, ``ci_high`` — NaN or None: unknown; the index from
+        ``table.attrs["index"]`` unless given). Either every row is stored or none is (and the audit is
+        marked failed).
         """
 
         def work(session: Session) -> int:
@@ -465,6 +481,7 @@ class Writes(Sessions):
                         "threshold": float(g.threshold),
                         "value": _float_or_none(g.value),
                         "passed": bool(g.passed),
+                        "state": g.state,
                         "details": to_jsonable(dict(g.details or {})),
                         "recorded_at": utcnow(),
                     }
@@ -490,19 +507,27 @@ class Writes(Sessions):
         if result.rowcount == 0:
             raise AuditNotFound(f"no audit {audit_id!r}")
 
-    def finish_audit(self, audit_id: str, *, passed: bool | None = None) -> bool | None:
-        """Mark the audit ``succeeded``; ``passed`` defaults to "every recorded gate passed" (``None``
-        when there are no gates). Returns ``passed``."""
+    def finish_audit(self, audit_id: str, *, passed: bool | None = None, verdict: str | None = None) -> bool | None:
+        """Mark the audit ``succeeded`` with its ``verdict`` (passed / failed / undecided) and ``passed``
+        (``verdict == "passed"``); returns ``passed``.
+
+        ``verdict`` defaults to ``passed``'s (True: passed, False: failed), else to what the recorded
+        gates say (:func:`spex.records.gate.verdict`: failed if any failed, else undecided if any is
+        undecided); with neither and no gates both stay ``None`` (nothing was gated)."""
+        if verdict is not None and verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}; got {verdict!r}")
+        if verdict is None and passed is not None:
+            verdict = "passed" if passed else "failed"
 
         def work(session: Session) -> bool | None:
-            verdict = passed
-            if verdict is None:
-                outcomes = session.execute(sa.select(GateResult.passed).where(GateResult.audit_id == audit_id)).scalars().all()
-                verdict = all(outcomes) if outcomes else None
-            self._update_audit(
-                session, audit_id, {"status": "succeeded", "passed": verdict, "finished_at": utcnow(), "error": None}
-            )
-            return verdict
+            chosen = verdict
+            if chosen is None:
+                gates = session.execute(sa.select(GateResult).where(GateResult.audit_id == audit_id)).scalars().all()
+                chosen = gate_verdict([g.to_gate() for g in gates]) if gates else None
+            outcome = None if chosen is None else chosen == "passed"
+            self._update_audit(session, audit_id, {"status": "succeeded", "passed": outcome, "verdict": chosen,
+                                                   "finished_at": utcnow(), "error": None})
+            return outcome
 
         return self._run(work)
 
@@ -513,7 +538,8 @@ class Writes(Sessions):
         try:
             self._run(
                 lambda s: self._update_audit(
-                    s, audit_id, {"status": "failed", "passed": False, "finished_at": utcnow(), "error": text}
+                    s, audit_id,
+                    {"status": "failed", "passed": False, "verdict": "failed", "finished_at": utcnow(), "error": text},
                 )
             )
         except AuditNotFound:
