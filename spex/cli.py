@@ -295,7 +295,8 @@ def audits_show(
         for column in ("metric", "value", "", "threshold", "result"):
             table.add_column(column, no_wrap=True)
         for g in audit.gates:
-            table.add_row(g.metric, _fmt_float(g.value), g.comparator, _fmt_float(g.threshold), _fmt_passed(g.passed))
+            table.add_row(g.metric, _fmt_float(g.value), g.comparator, _fmt_float(g.threshold),
+                          "undecided" if getattr(g, "state", None) == "undecided" else _fmt_passed(g.passed))
         console.print(table)
 
 

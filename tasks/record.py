@@ -61,9 +61,9 @@ def write_report(to: Destinations, audit_id: str, out_dir: str) -> dict[str, str
 
 @task(name="publish", **RECORD_RETRIES)
 def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model: ModelInfo, passed: bool,
-            faithfulness: float | None) -> recording.Published:
+            faithfulness: float | None, verdict: str | None = None) -> recording.Published:
     """:func:`spex.audit.recording.publish`."""
-    return recording.publish(to, opened, report, model, passed, faithfulness)
+    return recording.publish(to, opened, report, model, passed, faithfulness, verdict=verdict)
 
 
 @task(name="fail-audit", retries=2, retry_delay_seconds=2)

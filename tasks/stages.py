@@ -84,8 +84,8 @@ class TaskStages(Stages):
         return record_tasks.write_report(to, audit_id, out_dir)
 
     def publish(self, to: Destinations, opened: OpenedAudit, report: dict[str, str], model: ModelInfo, passed: bool,
-                faithfulness: float | None) -> Published:
-        return record_tasks.publish(to, opened, report, model, passed, faithfulness)
+                faithfulness: float | None, verdict: str | None = None) -> Published:
+        return record_tasks.publish(to, opened, report, model, passed, faithfulness, verdict)
 
     def fail_audit(self, to: Destinations, audit_id: str, run_id: str | None, error: str,
                    model: ModelInfo | None) -> None:

@@ -247,8 +247,8 @@ class Stages:
         return write_report(to, audit_id, out_dir)
 
     def publish(self, to: Destinations, opened: OpenedAudit, report: dict[str, str], model: ModelInfo, passed: bool,
-                faithfulness: float | None) -> Published:
-        return publish(to, opened, report, model, passed, faithfulness)
+                faithfulness: float | None, verdict: str | None = None) -> Published:
+        return publish(to, opened, report, model, passed, faithfulness, verdict=verdict)
 
     def fail_audit(self, to: Destinations, audit_id: str, run_id: str | None, error: str,
                    model: ModelInfo | None) -> None:
@@ -306,7 +306,7 @@ def execute(ctx: AuditContext, stages: Stages, chunks: AblationRunner) -> AuditO
             "budget_rounds": len(rounds), "masks_added_for_undecided": added})
         verdict = gate_verdict(gates)
         report = stages.write_report(ctx.to, ctx.audit_id, str(ctx.report_dir))
-        published = stages.publish(ctx.to, opened, report, model, passed, faithfulness)
+        published = stages.publish(ctx.to, opened, report, model, passed, faithfulness, verdict)
     except BaseException as exc:
         stages.fail_audit(ctx.to, ctx.audit_id, opened.run_id, f"{type(exc).__name__}: {exc}", model)
         raise

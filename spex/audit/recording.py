@@ -141,9 +141,13 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
     removal = validation.removal
     store.record_validation(audit_id, subject_id, heldout_r2=validation.heldout_r2, n_heldout=validation.n_heldout,
                             removal=removal, metrics={"heldout_rmse": validation.heldout_rmse,
-                                                      "heldout_value_std": validation.heldout_value_std})
+                                                      "heldout_value_std": validation.heldout_value_std,
+                                                      "heldout_r2_low": validation.heldout_r2_low,
+                                                      "heldout_r2_high": validation.heldout_r2_high})
     numbers = {
         "heldout_r2": validation.heldout_r2,
+        "heldout_r2_low": validation.heldout_r2_low,
+        "heldout_r2_high": validation.heldout_r2_high,
         "heldout_rmse": validation.heldout_rmse,
         "n_features": plan.n,
         "budget": plan.budget,

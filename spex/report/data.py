@@ -159,7 +159,10 @@ def load_report_data(store: Any, audit_id: str) -> ReportData:
         if baseline_audit_id and subj.id in baseline_subjects:
             theirs = _rows(store.get_interactions(baseline_audit_id, subj.id, index=index))
             report.baseline_ranking = theirs
-            report.diff = diff_rankings(report.ranking, theirs, k=top_k, subject=subj.key)
+            gates = spec.get("gates") or {}
+            report.diff = diff_rankings(report.ranking, theirs, k=top_k, subject=subj.key,
+                                        fdr=float(gates.get("drift_fdr") or 0.05),
+                                        min_effect=float(gates.get("min_effect") or 0.0), level=confidence)
         subjects.append(report)
     return ReportData(
         audit_id=audit.id, kind=audit.kind, status=audit.status, passed=audit.passed, model=_model(audit.model) or {},

@@ -224,7 +224,9 @@ def interval_bars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _validation(s: SubjectReport) -> list[tuple[str, str]]:
     m = s.metrics
     method = "" if m.get("method") is None else str(m.get("method"))
-    rows = [("held-out R² (real model calls)", f"{fmt(s.heldout_r2)} on {fmt(s.n_heldout)} masks"),
+    low, high = m.get("heldout_r2_low"), m.get("heldout_r2_high")
+    interval = f" [{fmt(low, 3)}, {fmt(high, 3)}]" if low is not None and high is not None else ""
+    rows = [("held-out R² (real model calls)", f"{fmt(s.heldout_r2)}{interval} on {fmt(s.n_heldout)} masks"),
             ("proxy validation R²", fmt(s.proxy_r2)),
             ("features n", str(s.n)),
             ("budget (masks)", fmt(m.get("budget"))),
