@@ -6,6 +6,8 @@ Our times are the median of 3 identical runs (see ``run_ours``); shapiq's a sing
     python benchmarks/engine.py --ns 64 128 --kinds peak --quick
     python benchmarks/engine.py --scale 2048:30000 4096:50000 --before-tree /tmp/before \
         --out benchmarks/results/engine_scale.json   # issue 14: large n, before vs after, shapiq SPEX capped
+    python benchmarks/engine.py --scale 2048:30000 --kinds hierarchical --variants --before-tree /tmp/before \
+        --out benchmarks/results/engine_scale_variants.json   # issue 14: what each setting gives
 
 Faithfulness is R² on 1,000 held-out uniform masks against the noiseless planted function.
 "Seconds" are wall seconds outside value calls (the games are cheap; the model would dominate).
@@ -114,6 +116,22 @@ from spex.engine.heldout import r2
 from spex.engine.synthetic import PlantedGame, planted
 
 n, budget = spec["n"], spec["budget"]
+if spec.get("lgb") or spec.get("refit") == "qr":  # variants that are settings, not options (docs/engine.md)
+    from spex.engine.methods import proxyspex as P
+    base = P._lgb_params
+    P._lgb_params = lambda *a, **k: {**base(*a, **k), **spec.get("lgb", {})}
+    if spec.get("refit") == "qr":  # the refit before issue 14: Householder QR for selection, gelsy for the refit
+        from scipy.linalg import qr
+        from spex.engine.linalg import independent_columns, least_squares
+
+        def prefix_factor(design, y):
+            q, r = np.linalg.qr(design)
+            kept = independent_columns(design, r)
+            if not kept.all():
+                q, r = np.linalg.qr(design[:, kept])
+            return r, q.T @ y, kept
+
+        P.prefix_factor, P.least_squares_tall = prefix_factor, least_squares
 game = planted(n, spec["kind"], seed=spec["game_seed"])
 holdout = mask_sampling.holdout(n, 1000, seed=10_000 + n)
 calls = {"wall": 0.0, "cpu": 0.0, "count": 0}
@@ -141,7 +159,8 @@ if spec["side"] == "shapiq":
     prediction = PlantedGame(n, members, np.array([v for _, v in items])).clean(holdout)
     out["support"] = len(items)
 else:
-    ex = spex.explain(value, n, budget=budget, method=spec["method"], seed=spec["seed"], **spec["options"])
+    ex = spex.explain(value, n, budget=budget, method=spec["method"], seed=spec["seed"], threads=spec.get("threads", 1),
+                      **spec["options"])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     prediction = ex.spectrum.predict(holdout)
     out["support"] = len(ex.spectrum)
@@ -197,6 +216,57 @@ def scale_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append(row)
             print_scale(row)
     return rows
+
+
+VARIANTS: list[tuple[str, dict[str, Any]]] = [  # (name, child spec); "before" runs --before-tree's code
+    ("before: main (all features, column-wise, QR/gelsy refit)", {"before": True}),
+    ("screen, first pass only", {"options": {"screen_rounds": 1}}),
+    ("screen + residual passes (default)", {"options": {}}),
+    ("screen, column-wise histograms", {"options": {}, "lgb": {"force_col_wise": True, "force_row_wise": False}}),
+    ("screen, GOSS", {"options": {}, "lgb": {"data_sample_strategy": "goss"}}),
+    ("screen, bagging 0.5", {"options": {}, "lgb": {"bagging_fraction": 0.5, "bagging_freq": 1}}),
+    ("screen, max_trees 300", {"options": {"max_trees": 300}}),
+    ("screen, QR/gelsy refit (before)", {"options": {}, "refit": "qr"}),
+    ("screen, 2 LightGBM + BLAS threads", {"options": {"num_threads": 2}, "threads": 2}),
+    ("all features, row-wise histograms", {"options": {"screen": "off"}, "lgb": {"force_col_wise": False, "force_row_wise": True}}),
+]
+
+
+def variant_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """What each change gives on its own: ProxySPEX variants at the first (n, masks) of ``--scale``."""
+    here = str(Path(__file__).resolve().parents[1])
+    n, budget = (int(v) for v in args.scale[0].split(":"))
+    rows = []
+    for kind in args.kinds:
+        for name, spec in VARIANTS:
+            if spec.get("before") and (not args.before_tree or args.skip_before_variant):
+                continue
+            tree = args.before_tree if spec.get("before") else here
+            extra = {k: v for k, v in spec.items() if k != "before"}
+            extra.setdefault("options", {})
+            result = run_child(tree, args.before_cap, side="ours", method="proxyspex", budget=budget, n=n, kind=kind,
+                               game_seed=args.seed + n, seed=args.seed, **extra)
+            rows.append({"section": "variant", "variant": name, "kind": kind, "n": n, "budget": budget, "ours": result})
+            r = result
+            print(f"{kind:<12} {name:<55} " + (r["note"] if "note" in r else f"R²={r['r2']:.6f} {r['seconds']:.1f}s "
+                  f"(cpu {r['cpu_seconds']:.1f}s) stages {({k: round(v, 1) for k, v in r['stages'].items()})} "
+                  f"load {r['load_start']:.1f}"), flush=True)
+    return rows
+
+
+def variants_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| game | variant | R² | s outside value calls | CPU s | fit s | refit s | screening s | trees | load at start |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r["ours"]
+        if "note" in v:
+            lines.append(f"| {r['kind']} | {r['variant']} | – | {v['note']} | – | – | – | – | – | {v['load_start']:.1f} |")
+            continue
+        st = v["stages"]
+        lines.append(f"| {r['kind']} | {r['variant']} | {v['r2']:.6f} | {v['seconds']:.1f} | {v['cpu_seconds']:.1f} | "
+                     f"{st.get('fit', 0):.1f} | {st.get('refit', 0):.1f} | {st.get('screening', 0):.1f} | "
+                     f"{v['diagnostics'].get('proxy_trees')} | {v['load_start']:.1f} |")
+    return "\n".join(lines)
 
 
 def print_scale(row: dict[str, Any]) -> None:
@@ -269,8 +339,17 @@ def main() -> None:
                         help="scale: a checkout of the code to compare with (e.g. `git worktree add /tmp/before main`)")
     parser.add_argument("--before-cap", type=float, default=3600, help="scale: seconds a spex run may take")
     parser.add_argument("--shapiq-cap", type=float, default=600, help="scale: seconds shapiq's SPEX may take (0: skip)")
+    parser.add_argument("--skip-before-variant", action="store_true",
+                        help="variants: leave out the before run (the scale table has it)")
+    parser.add_argument("--variants", action="store_true",
+                        help="scale: instead, ProxySPEX variants (settings tried for issue 14) at the first --scale size")
     args = parser.parse_args()
 
+    if args.scale and args.variants:
+        rows = variant_rows(args)
+        print("\n" + variants_markdown(rows))
+        write(args, rows)
+        return
     if args.scale:
         rows = scale_rows(args)
         print("\n" + scale_markdown(rows))

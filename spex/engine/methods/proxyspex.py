@@ -6,12 +6,18 @@
    {3, 5} depth search never beat depth 5 alone after the refit (``docs/engine.md``); pass
    ``depths=(3, 5)`` to search; optionally refit on all masks (``retrain_full``; off by default: the
    proxy only ranks candidate coefficients, and the final least-squares refit uses all masks);
+   from n = 256 features on (``screen="auto"``), the proxy is fit on the features a Fourier screen
+   keeps (:mod:`spex.engine.methods.screening`; residual passes with short proxies add what the first
+   pass missed, up to ``screen_rounds``), with row-wise histograms, and widened back to n features:
+   at n = 2,048-4,096 LightGBM otherwise spends nearly all its time on columns that never split
+   (``docs/engine.md``, "ProxySPEX at scale"); ``screen="off"`` fits on every feature;
 3. the proxy's spectrum read exactly from its trees (:mod:`spex.engine.methods.trees`);
 4. support selection: candidates ranked by |F| from the proxy; the support size k is chosen by
-   held-out R² of a least-squares refit, all k at once from one QR factorisation (prefixes of
+   held-out R² of a least-squares refit, all k at once from one triangular factor (prefixes of
    the columns) — or the reference's 95 % cumulative-energy rule (``selection="energy"``);
-5. the chosen support refit on all masks: least squares (default), or ridge / lasso with
-   cross-validation (``refit_solver``).
+5. the chosen support refit on all masks: least squares (default; Cholesky fast path on
+   well-conditioned designs, :mod:`spex.engine.linalg`), or ridge / lasso with cross-validation
+   (``refit_solver``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: LightGBM builds a histogram over every feature at every split, so at n = 2,048-4,096 features
 nearly all of its time goes to features that never split (a planted game uses 50). The screen
 keeps the features with a detectable first-order Fourier coefficient, or a detectable second-order
-one with an already-kept feature, and the proxy is fit on those alone; a second pass on the proxy's
+one with an already-kept feature, and the proxy is fit on those alone; passes on a short proxy's
 residual (much smaller than y, so far more sensitive) adds what the first pass could not see
 (``docs/engine.md``, "ProxySPEX at scale").
 
