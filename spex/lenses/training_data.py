@@ -42,6 +42,7 @@ from spex.lenses.registrations.data import (
     DataSubject,
     check_target_label,
     load_training_set,
+    preferred_batch,
 )
 
 __all__ = ["LENS_VERSION", "DataLens", "DataProblem", "LogisticTrainer", "SklearnTrainer", "Trainer", "data",
@@ -246,6 +247,13 @@ class DataLens(ValueFunction):
             embeddings=emb_digest, encoder=encoder_identity if emb_digest is None else None,
         )
         self.full_value = float(self.compute(np.ones((1, self.n_features), dtype=bool))[0])
+
+    @property
+    def preferred_batch(self) -> int:
+        """Masks per :meth:`compute` call the ablation engine should send (it caps them at its
+        ``max_batch``): :func:`spex.lenses.registrations.data.preferred_batch` of the training set's
+        size, since one call retrains a (B, n_train) batch whatever the grouping."""
+        return preferred_batch(len(self.problem.texts))
 
     def example_masks(self, masks: np.ndarray) -> np.ndarray:
         """Masks over groups -> masks over training examples."""
