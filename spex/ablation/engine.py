@@ -49,6 +49,20 @@ log = logging.getLogger("spex.ablation")
 
 ValueFn = Callable[[np.ndarray], np.ndarray]
 
+DEFAULT_MAX_BATCH = 64
+"""Masks per batch of a value function that declares no ``preferred_batch`` (a transformer forward)."""
+
+
+def batch_size(vf: Any, max_batch: int | None) -> int:
+    """Masks per batch for ``vf`` under the engine's cap ``max_batch``: its ``preferred_batch`` where it
+    declares one (a lens whose cost per mask is small and whose fixed cost per call is not, such as the
+    data lens' batched retraining), at most ``max_batch``; else ``max_batch`` or
+    :data:`DEFAULT_MAX_BATCH`. Memory still bounds it: an out-of-memory batch is halved."""
+    preferred = getattr(vf, "preferred_batch", None)
+    if isinstance(preferred, bool) or not isinstance(preferred, (int, np.integer)) or int(preferred) < 1:
+        return int(max_batch) if max_batch is not None else DEFAULT_MAX_BATCH
+    return int(preferred) if max_batch is None else min(int(preferred), int(max_batch))
+
 
 @dataclass
 class EngineStats:
@@ -208,23 +222,26 @@ class AblationEngine:
     """Computes value-function outputs for masks through the ablation store.
 
     ``token_budget``: the most padded cost (tokens) one batch may hold (None: no token limit);
-    ``max_batch``: the most masks one batch may hold; ``chunk_size`` / ``flush_seconds``: how often
+    ``max_batch``: the most masks one batch may hold (None: no cap of its own); a value function that
+    declares a ``preferred_batch`` gets batches of that size under the cap, any other gets ``max_batch``
+    (None: :data:`DEFAULT_MAX_BATCH`); ``chunk_size`` / ``flush_seconds``: how often
     computed values are written to the store (the most a crash can lose); ``progress``: show a
     progress bar when stderr is a terminal.
     """
 
     def __init__(self, store: AblationStore | None = None, *, token_budget: float | None = None,
-                 max_batch: int = 64, chunk_size: int = 1024, flush_seconds: float = 30.0,
+                 max_batch: int | None = None, chunk_size: int = 1024, flush_seconds: float = 30.0,
                  progress: bool = True, compact_above: int = 256) -> None:
-        if int(max_batch) < 1:
-            raise SpexInputError(f"max_batch must be >= 1; got {max_batch!r}")
+        if max_batch is not None and int(max_batch) < 1:
+            raise SpexInputError(f"max_batch must be >= 1 (or None for the value function's preferred batch); "
+                                 f"got {max_batch!r}")
         if token_budget is not None and not float(token_budget) > 0:
             raise SpexInputError(f"token_budget must be positive (or None for no limit); got {token_budget!r}")
         if int(chunk_size) < 1:
             raise SpexInputError(f"chunk_size must be >= 1; got {chunk_size!r}")
         self.store = store if store is not None else AblationStore()
         self.token_budget = float(token_budget) if token_budget is not None else None
-        self.max_batch = int(max_batch)
+        self.max_batch = int(max_batch) if max_batch is not None else None
         self.chunk_size = int(chunk_size)
         self.flush_seconds = float(flush_seconds)
         self.progress = bool(progress)
@@ -296,7 +313,7 @@ class AblationEngine:
     def _limits_for(self, vf: Any) -> _Limits:
         key = getattr(vf, "fingerprint", None) or f"id:{id(vf)}"
         if key not in self._limits:
-            self._limits[key] = _Limits(self.max_batch, self.token_budget)
+            self._limits[key] = _Limits(batch_size(vf, self.max_batch), self.token_budget)
         return self._limits[key]
 
     def _compute(self, vf: Any, fingerprint: str | None, unique: np.ndarray, missing: np.ndarray,
