@@ -26,6 +26,7 @@ Every value goes through the ablation store (``--store``), so a rerun makes no m
 
     python benchmarks/context.py                      # everything (long on 2 CPUs: see --subjects)
     python benchmarks/context.py --subjects bridge-architect,esk-long --alpha 2 --holdout 100
+    python benchmarks/context.py --kv-reuse           # the shared-prefix KV cache on vs off (results/context_kv.json)
 """
 
 from __future__ import annotations
@@ -138,9 +139,6 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
     heldout = all_masks(n) if n <= EXACT_HELDOUT_MAX_N else holdout_masks(n, args.holdout, args.seed)
     log(f"{row['id']}: n={n}, answer {response!r}, {len(heldout)} held-out masks")
     y_held = bound(heldout)
-    cc_masks = np.array([_create_mask(n, 0.5, s) for s in range(max(BUDGETS))], dtype=bool)
-    y_cc = bound(cc_masks)
-    n_tokens = len(cc._response_ids)
 
     def removed(members: Any) -> np.ndarray:
         mask = np.ones(n, dtype=bool)
@@ -152,12 +150,18 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
         return [f_full - float(v) for v in values]
 
     rows = []
-    alpha = args.alpha_long if n > EXACT_HELDOUT_MAX_N and args.alpha_long is not None else args.alpha
-    own = own_budget(row, alpha, args.seed)
-    budgets = sorted(set(BUDGETS) | {own})
+    long = n > EXACT_HELDOUT_MAX_N
+    alpha = args.alpha_long if long and args.alpha_long is not None else args.alpha
+    own = own_budget(row, alpha, args.seed) if alpha > 0 else None  # --alpha-long 0: not run (too long here)
+    ours = [b for b in (args.budgets_long if long and args.budgets_long else BUDGETS)]
+    budgets = sorted(set(ours) | ({own} if own else set()))
+    pairs_at = own if own else max(ours)  # the pairs of the fit an audit would report (else the largest budget)
+    cc_masks = np.array([_create_mask(n, 0.5, s) for s in range(max(ours))], dtype=bool)  # seeds 0..B-1, as ContextCite
+    y_cc = bound(cc_masks)
+    n_tokens = len(cc._response_ids)
     for budget in budgets:
         entry: dict[str, Any] = {"budget": budget, "own_budget": budget == own}
-        if budget in BUDGETS:
+        if budget in ours:
             t0 = time.perf_counter()
             weight, bias = cc.solver.fit(cc_masks[:budget], logit_prob(y_cc[:budget]), n_tokens)
             fit_cc = time.perf_counter() - t0
@@ -175,7 +179,7 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
             "fit_seconds": float(ex.seconds.get("outside_value_calls", 0.0)), "exact": bool(ex.diagnostics.get("exact")),
             "removed": [list(map(int, c)) for c in choices],
         }
-        if budget == own:
+        if budget == pairs_at:
             entry["pairs"] = pairs(ex, bound, f_full, n, row)
         rows.append(entry)
     per_call = timer.per_call()
@@ -183,7 +187,7 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
         for side in ("spex", "contextcite"):
             if side in entry:
                 entry[side]["seconds"] = entry[side]["calls"] * per_call + entry[side]["fit_seconds"]
-    out = {"id": row["id"], "n": n, "alpha": alpha, "kind": (row.get("expect") or {}).get("kind"),
+    out = {"id": row["id"], "n": n, "alpha": alpha, "own_budget": own, "pairs_budget": pairs_at, "kind": (row.get("expect") or {}).get("kind"),
            "needs": (row.get("expect") or {}).get("needs"), "question": question, "answer": response,
            "answer_tokens": n_tokens, "same_prompt": bool(same_prompt), "same_answer_tokens": bool(same_answer),
            "full_value": f_full, "heldout_masks": int(len(heldout)), "heldout_exact": n <= EXACT_HELDOUT_MAX_N,
@@ -241,6 +245,44 @@ def contextcite_self_check(model: Any, docs: list[str], question: str, generate:
             "max_abs_attribution_diff": float(np.max(np.abs(own - fed))), "attributions": own.tolist()}
 
 
+QUESTION_FIRST = "Question: {question}\n\nContext: {context}"
+
+
+def kv_reuse(model: Any, rows: list[dict[str, Any]], args: argparse.Namespace, repeats: int = 3) -> list[dict[str, Any]]:
+    """Does the shared-prefix KV cache pay? The same masks, cache on and off, interleaved (so load on the
+    machine hits both alike), for ContextCite's template (question after the context: the cache holds
+    the system prompt and ``Context:``) and a question-first one (the cache holds the question too)."""
+    from spex.lenses.context_passages import context
+
+    out = []
+    for row in rows:
+        n = len(row["documents"])
+        masks = np.random.default_rng(args.seed).random((args.kv_batch, n)) < 0.5
+        for name, template in (("contextcite (question after)", None), ("question first", QUESTION_FIRST)):
+            kwargs = {"template": template} if template else {}
+            on = context(model, row["question"], row["documents"], target=" " + row["expect"]["answer"], prefix_cache=True,
+                         **kwargs)
+            off = context(model, row["question"], row["documents"], target=" " + row["expect"]["answer"],
+                          prefix_cache=False, **kwargs)
+            on(masks[:2]), off(masks[:2])  # warm-up
+            times: dict[str, list[float]] = {"on": [], "off": []}
+            for _ in range(repeats):
+                for key, vf in (("off", off), ("on", on)):
+                    t0 = time.perf_counter()
+                    values = vf(masks)
+                    times[key].append(time.perf_counter() - t0)
+                    if key == "off":
+                        reference = values
+            diff = float(np.max(np.abs(on(masks) - reference)))
+            t_on, t_off = float(np.median(times["on"])), float(np.median(times["off"]))
+            out.append({"subject": row["id"], "n": n, "template": name, "prefix_tokens": on._prefix.length,
+                        "mean_row_tokens": float(np.mean(off.cost(masks))), "batch": int(len(masks)),
+                        "seconds_on": t_on, "seconds_off": t_off, "ratio": t_on / t_off, "max_abs_diff": diff})
+            log(f"kv {row['id']} {name}: prefix {on._prefix.length} of ~{out[-1]['mean_row_tokens']:.0f} tokens, "
+                f"{t_off:.2f}s -> {t_on:.2f}s ({t_on / t_off:.2f}x)")
+    return out
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = ("| subject | n | budget | spex R² | ContextCite R² | spex top-1/2/3 drop | ContextCite top-1/2/3 drop "
             "| spex s | ContextCite s |")
@@ -261,7 +303,7 @@ def pair_table(results: list[dict[str, Any]]) -> str:
     lines = ["| subject | pair | expected | spex FBII | real Δ² | spex Δ² | linear Δ² | drop a / b / both | confirmed |",
              "|" + "---|" * 9]
     for s in results:
-        for p in next(e for e in s["budgets"] if e["own_budget"])["pairs"]:
+        for p in next(e for e in s["budgets"] if "pairs" in e)["pairs"]:
             lines.append(f"| {s['id']} | {p['pair'][0]}×{p['pair'][1]} | {'yes' if p['expected'] else ''} | "
                          f"{'–' if p['fbii'] is None else format(p['fbii'], '+.3f')} | {p['delta_real']:+.3f} | "
                          f"{p['delta_spex']:+.3f} | 0 | {p['drop_a']:.2f} / {p['drop_b']:.2f} / {p['drop_both']:.2f} | "
@@ -282,7 +324,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             for k, a, b in zip(KS, sp["topk_drop"], cc["topk_drop"]):
                 if a < b - 1e-9:
                     misses.append({"subject": s["id"], "budget": e["budget"], "metric": f"top{k}_drop", "spex": a, "contextcite": b})
-    pairs_all = [p for s in results for e in s["budgets"] if e["own_budget"] for p in e["pairs"]]
+    pairs_all = [p for s in results for e in s["budgets"] if "pairs" in e for p in e["pairs"]]
     return {"comparisons": sum(1 + len(KS) for s in results for e in s["budgets"] if "contextcite" in e),
             "misses": misses, "pairs": len(pairs_all), "pairs_confirmed": sum(p["confirmed"] for p in pairs_all),
             "expected_pairs_confirmed": sum(p["confirmed"] for p in pairs_all if p["expected"]),
@@ -295,14 +337,19 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=4.0, help="spex's own budget: alpha * n * log2 n (the spec default 4)")
     parser.add_argument("--alpha-long", type=float, default=None,
                         help="alpha for subjects with n > 12 (default: --alpha); 1 keeps spex's own budget inside the 256 masks")
+    parser.add_argument("--budgets-long", default="", help="ContextCite budgets for subjects with n > 12 (default: "
+                        "32,64,128,256); with --alpha-long 0, spex's own budget is not run for them")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 on a busy machine)")
     parser.add_argument("--holdout", type=int, default=200, help="held-out uniform masks where n > 12")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="the answer's length limit (both sides)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", default=None, help="ablation store (default: the spex data dir's)")
     parser.add_argument("--self-check", default="flag-colour", help="subject ContextCite also runs end to end ('' for none)")
-    parser.add_argument("--out", default=str(HERE / "results" / "context.json"))
+    parser.add_argument("--out", default=None, help="results JSON (default: results/context.json, or context_kv.json)")
+    parser.add_argument("--kv-reuse", action="store_true", help="measure only the shared-prefix KV cache, on and off")
+    parser.add_argument("--kv-batch", type=int, default=16, help="masks per timed batch of --kv-reuse")
     args = parser.parse_args()
+    args.budgets_long = [int(b) for b in args.budgets_long.split(",") if b] or None
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     from spex import settings
@@ -323,6 +370,18 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"unknown subjects {sorted(unknown)}; the subjects are {[r['id'] for r in rows]}")
         rows = [r for r in rows if r["id"] in wanted]
+    if args.kv_reuse:
+        model = load(MODEL)
+        kv_rows = rows if wanted else [r for r in rows if r["id"] in ("bridge-architect", "esk-long")]
+        result = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+                  "torch_threads": torch.get_num_threads(), "kv_reuse": kv_reuse(model, kv_rows, args)}
+        result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        path = Path(args.out or HERE / "results" / "context_kv.json")
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        for r in result["kv_reuse"]:
+            print(f"| {r['subject']} | {r['n']} | {r['template']} | {r['prefix_tokens']} | {r['mean_row_tokens']:.0f} | "
+                  f"{r['seconds_off']:.2f} | {r['seconds_on']:.2f} | {r['ratio']:.2f} | {r['max_abs_diff']:.1e} |")
+        return
     store = AblationStore(Path(args.store) if args.store else settings.data_dir() / "ablations")
     engine = AblationEngine(store, progress=False)
     model = load(MODEL)
@@ -337,13 +396,15 @@ def main() -> None:
             f"{uptime()}")
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "python": platform.python_version(), "uptime_at_end": uptime()},
-           "model": MODEL, "budgets": list(BUDGETS), "alpha": args.alpha, "alpha_long": args.alpha_long, "holdout": args.holdout,
+           "model": MODEL, "budgets": list(BUDGETS), "alpha": args.alpha, "alpha_long": args.alpha_long, "budgets_long": args.budgets_long, "holdout": args.holdout,
            "max_new_tokens": args.max_new_tokens, "seed": args.seed, "subjects_run": [r["id"] for r in rows],
-           "full_run": not wanted and args.alpha == 4.0 and args.alpha_long in (None, 4.0) and args.holdout >= 200,
+           "full_run": not wanted and args.alpha == 4.0 and args.alpha_long in (None, 4.0) and args.holdout >= 200
+           and not args.budgets_long,
            "engine": engine.total.as_dict(), "summary": summary(results), "results": results,
            "seconds": time.perf_counter() - started}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n")
+    path = Path(args.out or HERE / "results" / "context.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=float) + "\n")
     print(table(results))
     print()
     print(pair_table(results))
