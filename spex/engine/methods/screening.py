@@ -4,7 +4,7 @@ Why: LightGBM builds a histogram over every feature at every split, so at n = 2,
 nearly all of its time goes to features that never split (a planted game uses 50). The screen
 keeps the features with a detectable first-order Fourier coefficient, or a detectable second-order
 one with an already-kept feature, and the proxy is fit on those alone; passes on a short proxy's
-residual (much smaller than y, so far more sensitive) adds what the first pass could not see
+residual (much smaller than y, so far more sensitive) add what the first pass could not see
 (``docs/engine.md``, "ProxySPEX at scale").
 
 The statistics are empirical Fourier coefficients: under uniform masks, E[y · s_S] = F(S) with
