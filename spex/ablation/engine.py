@@ -11,6 +11,10 @@ stands behind that callable in an audit (``engine.bind(vf)``), and it is where G
   first, and packed under a token budget (padded tokens = longest x count) and a mask cap. Longest
   first means a batch that does not fit in memory fails in the first seconds, not after an hour, and
   the ETA is conservative.
+* **Packed by tokens for long rows.** A value function whose rows are long (the context lens: RAG
+  prompts of hundreds or thousands of tokens) says how many padded tokens one call should hold
+  (``vf.batch_tokens``); without a token budget of the engine's own, that is the budget, so a batch
+  holds as many rows as fit under it (at most ``max_batch``) instead of a fixed count.
 * **Out of memory is not fatal.** On ``torch.OutOfMemoryError`` (or a ``RuntimeError`` saying "out of
   memory", or ``MemoryError``) the batch is halved and the run carries on; the working size is
   remembered per fingerprint so later calls start there instead of failing again.
@@ -159,6 +163,22 @@ def _costs(vf: Any, masks: np.ndarray) -> np.ndarray:
     return np.maximum(c, 1e-9)
 
 
+def lens_token_budget(vf: Any) -> float | None:
+    """The padded tokens per call the value function asks for (``batch_tokens``), or None: a positive
+    finite number, else ignored (with a warning) so a bad attribute never stops an audit."""
+    value = getattr(vf, "batch_tokens", None)
+    if value is None:
+        return None
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        budget = math.nan
+    if not (math.isfinite(budget) and budget > 0):
+        log.warning("%s.batch_tokens is %r, not a positive number; packing without it", type(vf).__name__, value)
+        return None
+    return budget
+
+
 class _Progress:
     """A rich progress bar on stderr with masks/s, tokens/s and a cost-based ETA (or nothing)."""
 
@@ -207,7 +227,8 @@ class _Progress:
 class AblationEngine:
     """Computes value-function outputs for masks through the ablation store.
 
-    ``token_budget``: the most padded cost (tokens) one batch may hold (None: no token limit);
+    ``token_budget``: the most padded cost (tokens) one batch may hold (None: the value function's
+    ``batch_tokens`` where it has one, else no token limit);
     ``max_batch``: the most masks one batch may hold; ``chunk_size`` / ``flush_seconds``: how often
     computed values are written to the store (the most a crash can lose); ``progress``: show a
     progress bar when stderr is a terminal.
@@ -296,7 +317,8 @@ class AblationEngine:
     def _limits_for(self, vf: Any) -> _Limits:
         key = getattr(vf, "fingerprint", None) or f"id:{id(vf)}"
         if key not in self._limits:
-            self._limits[key] = _Limits(self.max_batch, self.token_budget)
+            budget = self.token_budget if self.token_budget is not None else lens_token_budget(vf)
+            self._limits[key] = _Limits(self.max_batch, budget)
         return self._limits[key]
 
     def _compute(self, vf: Any, fingerprint: str | None, unique: np.ndarray, missing: np.ndarray,
