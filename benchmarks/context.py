@@ -311,6 +311,24 @@ def pair_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def by_budget(results: list[dict[str, Any]]) -> str:
+    """Per ContextCite budget: mean R² of both, and on how many subjects spex is at least as good."""
+    lines = ["| budget | subjects | mean R² spex | mean R² ContextCite | spex R² >= | top-1 drop >= | top-2 drop >= "
+             "| top-3 drop >= | model calls spex / ContextCite |", "|" + "---|" * 9]
+    for budget in BUDGETS:
+        pairs = [(e["spex"], e["contextcite"]) for s in results for e in s["budgets"]
+                 if e["budget"] == budget and "contextcite" in e]
+        if not pairs:
+            continue
+        count = len(pairs)
+        wins = [sum(a["topk_drop"][k] >= b["topk_drop"][k] - 1e-9 for a, b in pairs) for k in range(len(KS))]
+        lines.append(f"| {budget} | {count} | {np.mean([a['r2'] for a, _ in pairs]):.3f} | "
+                     f"{np.mean([b['r2'] for _, b in pairs]):.3f} | {sum(a['r2'] >= b['r2'] for a, b in pairs)}/{count} | "
+                     + " | ".join(f"{w}/{count}" for w in wins)
+                     + f" | {sum(a['calls'] for a, _ in pairs)} / {sum(b['calls'] for _, b in pairs)} |")
+    return "\n".join(lines)
+
+
 def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The targets: at equal ablations spex's R² and top-k drops >= ContextCite's, per subject."""
     misses = []
@@ -331,6 +349,39 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             "expected_pairs": sum(p["expected"] for p in pairs_all)}
 
 
+def fill_seconds(results: list[dict[str, Any]], tokens_per_s: float) -> None:
+    """Seconds of a subject whose values all came from the store (an earlier run): its rows' tokens at
+    the run's measured tokens per second, so every subject has a model-time estimate."""
+    for s in results:
+        if math.isfinite(s["seconds_per_call"]) or not tokens_per_s > 0:
+            continue
+        s["seconds_per_call"] = s["mean_tokens_per_row"] / tokens_per_s
+        s["seconds_per_call_from"] = "run tokens/s (values from the store)"
+        for entry in s["budgets"]:
+            for side in ("spex", "contextcite"):
+                if side in entry:
+                    entry[side]["seconds"] = entry[side]["calls"] * s["seconds_per_call"] + entry[side]["fit_seconds"]
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """One results file from several runs (each run's settings kept under ``runs``)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    for run in runs:
+        fill_seconds(run["results"], run["engine"]["tokens_per_s"])
+    results = [r for run in runs for r in run["results"]]
+    merged = {"merged_from": [{k: v for k, v in run.items() if k not in ("results", "summary")} for run in runs],
+              "model": MODEL, "budgets": list(BUDGETS), "summary": summary(results), "results": results,
+              "full_run": all(run.get("full_run") for run in runs)}
+    out.write_text(json.dumps(merged, indent=1, default=float) + "\n")
+    print(by_budget(results))
+    print()
+    print(table(results))
+    print()
+    print(pair_table(results))
+    print()
+    print(json.dumps(merged["summary"], indent=1, default=float))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", default="", help="comma-separated subject ids (default: all 15)")
@@ -346,11 +397,16 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="ablation store (default: the spex data dir's)")
     parser.add_argument("--self-check", default="flag-colour", help="subject ContextCite also runs end to end ('' for none)")
     parser.add_argument("--out", default=None, help="results JSON (default: results/context.json, or context_kv.json)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="combine the results of earlier runs (e.g. the short subjects and the long one) into --out")
     parser.add_argument("--kv-reuse", action="store_true", help="measure only the shared-prefix KV cache, on and off")
     parser.add_argument("--kv-batch", type=int, default=16, help="masks per timed batch of --kv-reuse")
     args = parser.parse_args()
     args.budgets_long = [int(b) for b in args.budgets_long.split(",") if b] or None
 
+    if args.merge:
+        merge(args.merge, Path(args.out or HERE / "results" / "context.json"))
+        return
     os.environ.setdefault("TQDM_DISABLE", "1")
     from spex import settings
 
@@ -394,6 +450,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         log(f"subject {i + 1}/{len(rows)} {row['id']} done in {time.perf_counter() - t0:.0f}s; elapsed {elapsed:.0f}s; "
             f"{uptime()}")
+    fill_seconds(results, engine.total.tokens_per_s)
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "python": platform.python_version(), "uptime_at_end": uptime()},
            "model": MODEL, "budgets": list(BUDGETS), "alpha": args.alpha, "alpha_long": args.alpha_long, "budgets_long": args.budgets_long, "holdout": args.holdout,
@@ -405,6 +462,8 @@ def main() -> None:
     path = Path(args.out or HERE / "results" / "context.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    print(by_budget(results))
+    print()
     print(table(results))
     print()
     print(pair_table(results))

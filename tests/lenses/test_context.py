@@ -130,3 +130,25 @@ def test_refuses_a_classifier_and_an_empty_question(bert, llama):
     with pytest.raises(SpexInputError) as info:
         context(llama, "  ", DOCS, target=" x")
     assert info.value.field == "question"
+
+
+# --------------------------------------------------------------------------------------------- bundled data
+def test_bundled_questions_are_valid_subjects_and_the_demo_uses_them():
+    from flows.demo import demo_spec
+    from spex.audit.spec import load_spec, validate_spec
+    from spex.data.context import load_context_questions
+
+    rows = load_context_questions()
+    spec = validate_spec({"model": "builtin:smollm2-135m-instruct", "lens": "context", "subjects": rows})
+    sizes = [len(s.documents) for s in spec.subjects]
+    assert len(rows) == 15 and sum(4 <= k <= 8 for k in sizes) == 14 and sum(20 <= k <= 50 for k in sizes) == 1
+    for s in spec.subjects:
+        assert len(s.expect.needs) == 2 and all(0 <= i < len(s.documents) for i in s.expect.needs)
+        assert s.expect.kind in ("bridge", "redundant") and s.expect.answer
+    assert {s.expect.kind for s in spec.subjects} == {"bridge", "redundant"}
+    assert len({tuple(s.expect.needs) for s in spec.subjects}) > 5  # the needed passages sit at varied places
+    demo = load_spec(demo_spec("smollm2-context.yaml"))
+    demo.check_offline()
+    by_id = {r["id"]: r for r in rows}
+    for s in demo.subjects:
+        assert (s.question, s.documents) == (by_id[s.id]["question"], by_id[s.id]["documents"])
