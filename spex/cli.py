@@ -420,23 +420,23 @@ def ui_command(
     db: DbOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """How to open the MLflow UI (runs, metrics, ablation sets, proxy models, reports) and the Prefect UI
-    (flow runs, task runs, retries, cache hits) on an audit."""
+    """How to open the MLflow UI (runs, figures, metrics, the interaction-drift charts across model
+    versions, registry verdicts) and the Prefect UI (flow runs, task runs, retries, cache hits) on an audit."""
     import os
     import uuid
 
     from spex import settings
+    from spex.records import tracking
 
     with _errors():  # the default store lives in the data dir, which may not be usable
         uri = tracking_uri or settings.mlflow_tracking_uri()
-    lines = ["MLflow UI (audits, subjects, metrics, artifacts, registry tags):"]
+    base = tracking.ui_base(uri)
+    lines = ["MLflow UI (audits, subjects, figures, metrics, artifacts, drift across versions, registry verdicts):"]
     if uri.startswith(("http://", "https://")):
-        from spex.records.metadata.db import mask_secrets
-
-        lines.append(f"  open {mask_secrets(uri)}")
+        lines.append(f"  open {tracking.experiments_url(base)}")
     else:
         lines.append(f"  {_mlflow_ui_command(uri)}")
-        lines.append("  then open http://127.0.0.1:5000")
+        lines.append(f"  then open {tracking.experiments_url(base)}")
     prefect_api = os.environ.get("PREFECT_API_URL")
     lines.append("Prefect UI (flow runs, task runs, retries, cache hits):")
     if prefect_api:
@@ -446,14 +446,14 @@ def ui_command(
         lines.append("  prefect server start        (serves the local Prefect database the audits ran against)")
         lines.append("  then open http://127.0.0.1:4200")
         ui = "http://127.0.0.1:4200"
+    audit = None
     if audit_id:
         with _errors():
             with _store(db) as store:
                 audit = store.get_audit(audit_id)
-        mlflow_base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
         lines.append(f"audit {audit.id} ({audit.kind}, {audit.status}):")
-        if audit.mlflow_run_id:
-            lines.append(f"  MLflow run:    {mlflow_base}/#/experiments/{audit.mlflow_experiment_id}/runs/{audit.mlflow_run_id}")
+        if audit.mlflow_run_id and audit.mlflow_experiment_id:
+            lines.append(f"  MLflow run:    {tracking.run_url(base, audit.mlflow_experiment_id, audit.mlflow_run_id)}")
         try:
             run_uuid = str(uuid.UUID(hex=audit.id))
             lines.append(f"  Prefect run:   {ui}/runs/flow-run/{run_uuid}")
@@ -463,8 +463,56 @@ def ui_command(
 
         report = report_dir(audit.id) / "report.html"
         lines.append(f"  report:        {report if report.exists() else f'spex report {audit.id[:12]}'}")
+        for s in audit.subjects:
+            if s.mlflow_run_id and audit.mlflow_experiment_id:
+                lines.append(f"  figures of {s.subject.key}: "
+                             f"{tracking.run_url(base, audit.mlflow_experiment_id, s.mlflow_run_id, 'artifacts/figures/interactions.png')}")
+        if audit.model is not None and audit.model.registry_version:
+            lines.append(f"  registry:      {tracking.model_version_url(base, audit.model.name, audit.model.registry_version)}")
+    lines += _drift_lines(uri, base, audit)
     for line in lines:
         typer.echo(line)
+
+
+def _drift_lines(uri: str, base: str, audit: Any) -> list[str]:
+    """The metric-chart views of the drift runs (each top interaction's line across model versions): the
+    audit's subjects', or every model's. Nothing when the store is absent or does not answer (``spex ui``
+    only prints addresses; it creates no store and waits on no server)."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from spex.records import tracking, verdicts
+
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite" and not Path(uri.split(":///", 1)[-1]).exists():
+        return []
+    if scheme in ("", "file") and not Path(uri.removeprefix("file://")).exists():
+        return []
+    try:
+        tracking.check_store(uri)
+        tracker = tracking.AuditTracker(uri)
+        if audit is not None:
+            if audit.model is None or not audit.model.registry_version:
+                return []
+            spec = audit.spec or {}
+            key = verdicts.spec_key(spec.get("name"), spec.get("lens"))
+            runs = [r for s in audit.subjects
+                    for r in tracker.drift_runs(audit.model.name, spec_key=key, subject=s.subject.key)]
+        else:
+            runs = tracker.drift_runs()
+    except Exception:  # noqa: BLE001  (addresses only: never fail `spex ui` on the store)
+        return []
+    if not runs:
+        return []
+    lines = ["Interaction drift across model versions (metric charts, x = model version):"]
+    for run in runs[:DRIFT_LINES_MAX]:
+        lines.append(f"  {run.model} · {run.name}: {tracking.metric_charts_url(base, run.experiment_id, run.run_id)}")
+    if len(runs) > DRIFT_LINES_MAX:
+        lines.append(f"  … and {len(runs) - DRIFT_LINES_MAX} more in the spex-drift/* experiments")
+    return lines
+
+
+DRIFT_LINES_MAX = 20
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,6 @@
 """Stage 6: record — the metadata DB (audit, subjects, ablation sets, proxy, interactions, validation,
-gates) and MLflow (runs, params, metrics, ablation sets, proxy model, tables, report, registry tags).
+gates) and MLflow (runs, params, metrics, ablation sets, proxy model, tables, figures, report, registry
+tags and description, the drift runs across model versions).
 
 This is the pipeline's record stage, so it lives with the pipeline; :mod:`spex.records` holds the two
 stores it writes to. Every function is idempotent (the store upserts on natural keys; the tracker finds
@@ -90,19 +91,51 @@ def open_audit(to: Destinations, audit_id: str, model: ModelInfo, spec: dict[str
     crashed) and its MLflow parent run; link the two."""
     from spex.audit.spec import redact_spec
 
+    from spex.records import tracking, verdicts
+
     store, tracker = to.store, to.tracker
     stored_spec = {**redact_spec(spec), "_audit": {**(extra or {}), "owner": process_owner()}}
     store.start_audit(model.ref(), stored_spec, audit_id=audit_id, kind=kind,
                       baseline=baseline.ref() if baseline is not None else None, seeds={"seed": spec.get("seed", 0)})
-    tags = {"spex.audit_kind": kind, "spex.model_uri": model.uri}
+    spec_name = verdicts.display_name(spec.get("name"), spec.get("lens"))
+    tags = {"spex.audit_kind": kind, "spex.model_uri": model.uri, tracking.TAG_SPEC_NAME: spec_name,
+            tracking.TAG_SPEC_KEY: verdicts.spec_key(spec.get("name"), spec.get("lens")),
+            tracking.TAG_LENS: str(spec.get("lens") or "")}
+    if model.in_registry:
+        tags[tracking.TAG_REGISTRY_NAME] = str(model.registry_name)
     if baseline is not None:
         tags["spex.baseline_revision"] = baseline.revision
+        if baseline.registry_version:
+            tags["spex.baseline_version"] = str(baseline.registry_version)
     run_id = tracker.start_audit_run(audit_id, model.name, spec=spec_params(spec), model_revision=model.revision,
                                      registry_version=model.registry_version, tags=tags,
-                                     run_name=f"{kind}-{audit_id[:12]}")
+                                     run_name=audit_run_name(kind, model, spec_name))
     experiment_id = tracker.experiment_id(model.name)
+    tracker.describe_run(run_id, _audit_headline(kind, model, baseline, spec_name, spec.get("lens"), audit_id)
+                         + "\n\nRunning: the subjects appear as nested runs as they are recorded.")
     store.attach_mlflow(audit_id, run_id=run_id, experiment_id=experiment_id)
     return OpenedAudit(audit_id, run_id, experiment_id)
+
+
+def model_label(model: ModelInfo | None) -> str:
+    """``name vN`` for a registry version, else the model's name."""
+    if model is None:
+        return "?"
+    return f"{model.name} v{model.registry_version}" if model.registry_version else model.name
+
+
+def audit_run_name(kind: str, model: ModelInfo, spec_name: str, verdict: str | None = None) -> str:
+    """The audit run's name in the MLflow UI: what it audited, under which spec, and (once known) its
+    verdict — ``release · spex-demo-sentiment v2 · demo-sentiment-heads · failed``."""
+    return " · ".join([kind, model_label(model), spec_name] + ([verdict] if verdict else []))
+
+
+def _audit_headline(kind: str, model: ModelInfo, baseline: ModelInfo | None, spec_name: str, lens: str | None,
+                    audit_id: str) -> str:
+    version = f" version {model.registry_version}" if model.registry_version else ""
+    against = f" against {model_label(baseline)}" if baseline is not None else ""
+    return (f"**{kind} audit** of `{model.name}`{version} (`{model.uri}`){against} · spec `{spec_name}`"
+            f"{f' ({lens} lens)' if lens else ''} · audit id `{audit_id}`")
 
 
 def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: SubjectPlan, samples: Samples,
@@ -164,6 +197,8 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
     tracker.log_metrics(sub_run, numbers)
     seconds = {k: float(v) for k, v in (stats.get("seconds") or {}).items()}
     tracker.log_stage_metrics(sub_run, seconds, calls=int(stats.get("computed", 0)))
+    drawn = _log_subject_figures(tracker, opened, sub_run, plan, tables)
+    tracker.describe_run(sub_run, _subject_note(lens, plan, fit, tables, validation, drawn))
     store.record_subject_metrics(audit_id, subject_id, {
         **{k: v for k, v in numbers.items() if v is not None}, "seconds": seconds, "fingerprint": fingerprint,
         "target": plan.target, "method": fit.method, "exact": bool(diagnostics.get("exact")),
@@ -172,6 +207,65 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
     }, mlflow_run_id=sub_run)
     tracker.end_run(sub_run)
     return RecordedSubject(subject_id, sub_run)
+
+
+def _ranking_options(tracker: Any, run_id: str) -> tuple[float, int]:
+    """(the intervals' level, the spec's top k) from the audit run's params (the spec's, flattened)."""
+    params = tracker.client.get_run(run_id).data.params
+
+    def number(key: str, default: float) -> float:
+        try:
+            return float(params.get(key, default))
+        except (TypeError, ValueError):
+            return default
+
+    return number("ranking.confidence", 0.95), int(number("ranking.top_k", 10))
+
+
+def _log_subject_figures(tracker: Any, opened: OpenedAudit, run_id: str, plan: SubjectPlan, tables: Tables) -> list[str]:
+    """Draw the subject's figures (:mod:`spex.report.figures`) and log them on its run as
+    ``figures/<name>.png``; returns their artifact paths."""
+    from spex.report import figures
+
+    level, top_k = _ranking_options(tracker, opened.run_id)
+    drawn = figures.figures_for_subject(plan.id, plan.view, plan.labels, tables.ranking, tables.shapley,
+                                        tables.pairs, index=tables.index, level=level,
+                                        top=min(figures.TOP, max(top_k, 10)))
+    paths = []
+    for name, figure in drawn.items():
+        paths.append(f"figures/{name}")
+        tracker.log_figure(run_id, figure, paths[-1])
+    return paths
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+def _interaction_name(row: dict[str, Any]) -> str:
+    labels = row.get("labels")
+    return " × ".join(labels) if labels else "{" + ", ".join(str(m) for m in row["members"]) + "}"
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _subject_note(lens: str, plan: SubjectPlan, fit: Fit, tables: Tables, validation: Validation,
+                  figures: list[str]) -> str:
+    """The subject run's description: what was audited, how faithful the fit is, its top interactions."""
+    r2 = f"{_num(validation.heldout_r2)} [{_num(validation.heldout_r2_low)}, {_num(validation.heldout_r2_high)}]"
+    lines = [f"Subject `{_cell(plan.id)}` · {lens} lens · {plan.n} features · budget {plan.budget} · method "
+             f"{fit.method} · held-out R² {r2} on {validation.n_heldout} masks", "",
+             f"| rank | interaction ({tables.index}) | value | ± se | interval |", "|---|---|---|---|---|"]
+    for row in tables.ranking[:5]:
+        lines.append(f"| {row['rank']} | {_cell(_interaction_name(row)[:80])} | {_num(row['value'], 4)} | "
+                     f"{_num(row.get('se'), 2)} | [{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}] |")
+    if figures:
+        lines += ["", "Figures (Artifacts): " + ", ".join(f"`{f}`" for f in figures)]
+    return "\n".join(lines)
 
 
 def diff_against_baseline(to: Destinations, baseline_audit_id: str, rankings: Mapping[str, Any], index: str,
@@ -244,7 +338,10 @@ def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model
 
     ``verdict`` (passed / failed / undecided) defaults to ``passed``'s. The version gets this spec's
     verdict tags and a recomputed aggregate ``spex.passed`` (:meth:`AuditTracker.tag_model_version`):
-    another spec's later pass never hides this spec's failure."""
+    another spec's later pass never hides this spec's failure. For the UI: a release audit's run gets
+    one candidate-vs-baseline figure per subject; a registry version gets its point on each subject's
+    drift run (:meth:`AuditTracker.log_drift`) and its verdict table in its description; the audit run
+    gets its verdict in its name and a description with the gates."""
     kill_here_for_tests("publish")
     verdict = verdict or ("passed" if passed else "failed")
     passed = verdict == "passed"
@@ -255,15 +352,119 @@ def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model
     shapiq_dir = export_dir / "shapiq"
     if shapiq_dir.is_dir():
         tracker.log_artifact(run_id, shapiq_dir, artifact_path="report/shapiq")
+    document = json.loads(Path(report["json"]).read_text(encoding="utf-8"))
+    figures = _log_release_figures(tracker, run_id, document, model)
+    from spex.records import verdicts
+
+    run = tracker.client.get_run(run_id)
+    name, lens, started = _spec_identity(run)
+    kind = run.data.tags.get("spex.audit_kind") or "audit"
+    spec_name = verdicts.display_name(name, lens)
+    tracker.describe_run(run_id, _audit_note(document, kind, model, spec_name, lens, verdict, opened, figures),
+                         name=audit_run_name(kind, model, spec_name, verdict))
+    for child in tracker.child_runs(run_id):
+        tracker.set_tags(child.info.run_id, {"spex.verdict": verdict})
     tags = None
     if model.in_registry:
-        name, lens, started = _spec_identity(tracker.client.get_run(run_id))
         tags = tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=opened.audit_id,
                                          status="succeeded", faithfulness=faithfulness, verdict=verdict, run_id=run_id,
                                          spec=name, lens=lens, started=started)
+        _log_drift(tracker, opened, document, model, name, lens, verdict)
+        tracker.describe_model_version(model.registry_name, model.registry_version)
     tracker.set_tags(run_id, {"spex.passed": str(passed).lower(), "spex.verdict": verdict})
     tracker.end_run(run_id)
     return Published(report_uri, tags)
+
+
+def _log_release_figures(tracker: Any, run_id: str, document: dict[str, Any], model: ModelInfo) -> list[str]:
+    """Per subject of a release audit, its candidate-vs-baseline figure as ``figures/release/<subject>.png``
+    on the audit run (from the diff in the report's export, so it shows what the report shows)."""
+    from spex.report import figures
+    from spex.report.export import file_stems
+
+    audit = document.get("audit") or {}
+    baseline = audit.get("baseline") or {}
+    candidate = f"v{model.registry_version}" if model.registry_version else "candidate"
+    base = f"v{baseline['registry_version']}" if baseline.get("registry_version") else "baseline"
+    level = float(audit.get("confidence") or 0.95)
+    subjects = document.get("subjects") or {}
+    stems = file_stems(list(subjects))
+    paths = []
+    for key, subject in subjects.items():
+        diff = subject.get("diff")
+        if not diff:
+            continue
+        significant = sum(bool(c.get("significant")) for c in diff.get("tested") or [])
+        figure = figures.release_figure(
+            diff.get("tested") or [], level=level, candidate=f"{candidate} (candidate)", baseline=f"{base} (baseline)",
+            title=f"{key}: {candidate} vs {base}: {significant} significant change{'s' * (significant != 1)} "
+                  f"(FDR {diff.get('fdr', 0.05):g}, min effect {diff.get('min_effect', 0.0):g})")
+        if figure is not None:
+            paths.append(f"figures/release/{stems[key]}.png")
+            tracker.log_figure(run_id, figure, paths[-1])
+    return paths
+
+
+def _log_drift(tracker: Any, opened: OpenedAudit, document: dict[str, Any], model: ModelInfo, name: str | None,
+               lens: str | None, verdict: str) -> None:
+    """This version's point on the drift run of each subject (model, spec, subject): see
+    :meth:`spex.records.tracking.AuditTracker.log_drift`."""
+    from spex.records import verdicts
+
+    try:
+        version = int(str(model.registry_version))
+    except ValueError:
+        return  # not a numbered registry version: nothing to put on a version axis
+    audit = document.get("audit") or {}
+    key, spec_name = verdicts.spec_key(name, lens), verdicts.display_name(name, lens)
+    for subject, data in (document.get("subjects") or {}).items():
+        metrics = data.get("metrics") or {}
+        drift = tracker.drift_run(str(model.registry_name), spec_key=key, spec_name=spec_name, subject=subject,
+                                  lens=lens)
+        tracker.log_drift(drift, version=version, audit_id=opened.audit_id, audit_run_id=opened.run_id,
+                          index=str(data.get("index") or "fbii"), ranking=data.get("interactions") or [],
+                          top_k=int(audit.get("top_k") or 10), heldout_r2=data.get("heldout_r2"),
+                          heldout_r2_low=metrics.get("heldout_r2_low"), heldout_r2_high=metrics.get("heldout_r2_high"),
+                          verdict=verdict)
+
+
+def _audit_note(document: dict[str, Any], kind: str, model: ModelInfo, spec_name: str, lens: str | None,
+                verdict: str, opened: OpenedAudit, figures: list[str]) -> str:
+    """The audit run's description: what it audited, its verdict, the gates, each subject in one line,
+    where the report and the figures are."""
+    from spex.records import tracking
+
+    audit = document.get("audit") or {}
+    baseline = audit.get("baseline") or None
+    against = None
+    if baseline:
+        against = ModelInfo(uri=baseline.get("source_uri") or "", name=baseline.get("name") or "?",
+                            revision=baseline.get("revision") or "", registry_name=None,
+                            registry_version=baseline.get("registry_version"), kind="", describe={}, key="")
+    shown = verdict if verdict == "passed" else verdict.upper()
+    lines = [_audit_headline(kind, model, against, spec_name, lens, opened.audit_id)
+             + f" · verdict **{shown}**", ""]
+    gates = document.get("gates") or []
+    if gates:
+        lines += ["| gate | value | threshold | result |", "|---|---|---|---|"]
+        for g in gates:
+            state = g.get("state") or ("passed" if g.get("passed") else "failed")
+            lines.append(f"| {_cell(g.get('metric'))} | {_num(g.get('value'), 4)} | {_cell(g.get('comparator') or '')} "
+                         f"{_num(g.get('threshold'), 4)} | {state if state == 'passed' else f'**{state}**'} |")
+        lines.append("")
+    lines += ["| subject | held-out R² | top interaction | significant changes |", "|---|---|---|---|"]
+    for key, s in (document.get("subjects") or {}).items():
+        metrics = s.get("metrics") or {}
+        top = (s.get("interactions") or [None])[0]
+        top_text = f"{_cell(_interaction_name(top)[:60])} {_num(top['value'], 3)}" if top else "–"
+        diff = s.get("diff")
+        changes = str(sum(bool(c.get("significant")) for c in diff.get("tested") or [])) if diff else "–"
+        lines.append(f"| {_cell(key)} | {_num(s.get('heldout_r2'))} [{_num(metrics.get('heldout_r2_low'))}, "
+                     f"{_num(metrics.get('heldout_r2_high'))}] | {top_text} | {changes} |")
+    report = tracking.run_url("", opened.experiment_id, opened.run_id, "artifacts/report/report.html")
+    lines += ["", f"Report: [report/report.html]({report}) · subjects: the nested runs under this one"
+              + (" · release figures: " + ", ".join(f"`{f}`" for f in figures) if figures else "")]
+    return "\n".join(lines)
 
 
 def fail_audit(to: Destinations, audit_id: str, run_id: str | None, error: str,
@@ -287,11 +488,15 @@ def fail_audit(to: Destinations, audit_id: str, run_id: str | None, error: str,
                 tracker.end_run(child.info.run_id, "FAILED")
         tracker.end_run(run_id, "FAILED")
         tracker.set_tags(run_id, {"spex.passed": "false", "spex.verdict": "failed"})
+        if parent.info.run_name and not parent.info.run_name.endswith(" · failed"):
+            tracker.describe_run(run_id, f"**failed** before it finished; the error is in the metadata DB: "
+                                         f"`spex audits show {audit_id[:12]}`", name=f"{parent.info.run_name} · failed")
         if model is not None and model.in_registry:
             name, lens, started = _spec_identity(parent)
             tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=audit_id,
                                       status="failed", verdict="failed", run_id=run_id, spec=name, lens=lens,
                                       started=started)
+            tracker.describe_model_version(model.registry_name, model.registry_version)
     except Exception as exc:  # noqa: BLE001
         from spex.records.metadata import mask_secrets
 

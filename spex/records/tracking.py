@@ -4,7 +4,19 @@ Layout: one experiment per audited model (``spex/<model name>``), one parent run
 nested run per subject (``mlflow.parentRunId``). A subject run carries the ablation sets (Parquet
 artifact + MLflow dataset input), the LightGBM proxy (an MLflow LoggedModel of the ``lightgbm``
 flavor), the ranked interactions (an MLflow table, shown in the UI's artifact/evaluation views),
-metrics (R², calls, seconds per stage, throughput), figures and the HTML report.
+metrics (R², calls, seconds per stage, throughput) and figures (``figures/*.png``); the audit run
+carries the HTML report and, for a release, the candidate-vs-baseline figures.
+
+Besides, for registry models, one experiment ``spex-drift/<model>`` with one long-lived run per
+(spec, subject): the top interactions' values, faithfulness and the verdict as metrics whose *step is
+the model version*, so MLflow's metric charts draw each one's line across versions
+(:meth:`AuditTracker.log_drift`; ``docs/dashboards.md`` says why this layout).
+
+Every experiment spex creates carries ``mlflow.experimentKind = custom_model_development`` (the classic
+runs view), and every UI address spex prints or writes carries ``?workflowType=machine_learning``:
+MLflow 3.17.2's UI picks the page from its GenAI / Model-training toggle (default GenAI: an empty
+traces overview), which that query sets (see ``UI_MODE``). Runs carry a name and a description
+(``mlflow.note.content``, markdown) that say what they are.
 
 Why it is written the way it is:
 
@@ -54,12 +66,14 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import (
+    MAX_ENTITY_KEY_LENGTH,
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
 )
 
 from spex import settings
-from spex.content import hasher
+from spex.content import content_hash, hasher
 from spex.engine import maskbits
 from spex.records import verdicts
 
@@ -72,6 +86,27 @@ TAG_MODEL_REVISION = "spex.model_revision"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_PROXY_PREFIX = "spex.proxy_model_id."
+TAG_REGISTRY_NAME = "spex.registry_name"
+TAG_REGISTRY_VERSION = "spex.registry_version"
+TAG_SPEC_NAME = "spex.spec_name"  # the spec's name as written ("(unnamed heads spec)" without one)
+TAG_SPEC_KEY = "spex.spec_key"  # spex.records.verdicts.spec_key: the registry's per-spec tag key part
+TAG_LENS = "spex.lens"
+TAG_VERDICT = "spex.verdict"
+TAG_DRIFT_KEY = "spex.drift_key"  # digest of (model, spec key, subject): finds a drift run again
+TAG_NOTE = "mlflow.note.content"  # the run's / experiment's description (markdown) in the UI
+# The experiment kind MLflow's UI reads: `custom_model_development` is the classic runs view (the bundle's
+# experiment page: `let tab = Runs; if (kind === GENAI_DEVELOPMENT) tab = Overview or Traces`); with the
+# tag set the UI also skips guessing a kind from the experiment's contents.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+DRIFT_PREFIX = "spex-drift/"
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui --port 5000` serves a local store
+# ...but in 3.17.2 the page an experiment opens on follows the UI's GenAI / Model-training toggle, not the
+# tag: the bundle's `useExperimentKind` returns the kind of the `workflowType` (the URL's `?workflowType=`,
+# else the toggle's last choice in local storage, else `genai`) whenever its feature flag is on, and it
+# is (`() => !0`). So every address spex prints or writes carries the Model-training mode.
+UI_MODE = "?workflowType=machine_learning"
+VERDICT_SCORE = {"passed": 1.0, "undecided": 0.5, "failed": 0.0}
 # Above this many features the ablation Parquet holds one packed-hex mask column instead of one bool
 # column per feature: MLflow stores a dataset's schema in a column limited to ~1 MB.
 WIDE_LAYOUT_MAX_FEATURES = 2048
@@ -212,6 +247,126 @@ def ablation_digest(masks: np.ndarray, values: np.ndarray) -> str:
     return h.hexdigest()
 
 
+# ---------------------------------------------------------------------------------------------- drift metric keys
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9-]+")
+LABEL_KEY_WIDTH = 24  # characters of one member's label in a metric key
+
+
+def label_part(label: Any) -> str:
+    """A member's label as a metric-key fragment: ASCII letters, digits and ``-``, every other run of
+    characters one ``_``, no leading/trailing ``_``, at most ``LABEL_KEY_WIDTH`` characters. Never
+    holds ``__`` (the members' separator) nor ``/`` (the key's)."""
+    return _LABEL_BAD.sub("_", str(label)).strip("_")[:LABEL_KEY_WIDTH].strip("_")
+
+
+def interaction_key(index: str, members: Sequence[int], labels: Sequence[Any] | None = None) -> str:
+    """The metric-key stem of one interaction: ``<index>/f3_not__f5_bad`` — each member as ``f<id>``
+    (its feature index: what makes the key unique) and its sanitised label (to read it), in member
+    order, joined by ``__``. The same interaction gets the same key in every version (its members and
+    labels are the subject's); two member sets never share a key (the ids decode back, see
+    :func:`members_of_key`). Valid for MLflow (alphanumerics, ``_ - . /``); labels are dropped when the
+    key would pass MLflow's length limit, leaving ``<index>/f3__f5``. The empty set is ``empty``."""
+    stem = _LABEL_BAD.sub("_", str(index)).strip("_") or "index"
+    pairs = sorted(zip((int(m) for m in members), labels if labels is not None else [None] * len(members)))
+    if not pairs:
+        return f"{stem}/empty"
+    parts = [f"f{m}_{label_part(lab)}".rstrip("_") if lab is not None and label_part(lab) != f"f{m}" else f"f{m}"
+             for m, lab in pairs]  # a redacted subject's labels are f0, f1, ...: not repeated
+    key = f"{stem}/{'__'.join(parts)}"
+    longest_suffix = len("/ci_high")
+    if len(key) + longest_suffix > MAX_ENTITY_KEY_LENGTH:
+        key = f"{stem}/{'__'.join(f'f{m}' for m, _ in pairs)}"
+    if len(key) + longest_suffix > MAX_ENTITY_KEY_LENGTH:  # dozens of members: a digest of them
+        key = f"{stem[:32]}/set-{content_hash([m for m, _ in pairs])[:24]}"
+    return key
+
+
+_MEMBER = re.compile(r"^f(\d+)(?:_|$)")
+
+
+def members_of_key(key: str) -> tuple[int, ...]:
+    """The member ids encoded in an interaction key (the inverse of :func:`interaction_key`'s ids; a
+    ``set-<digest>`` key of dozens of members does not decode)."""
+    body = key.split("/")[1] if "/" in key else key
+    if body == "empty":
+        return ()
+    out = []
+    for part in body.split("__"):
+        match = _MEMBER.match(part)
+        if match is None:
+            raise ValueError(f"not an interaction key: {key!r}")
+        out.append(int(match[1]))
+    return tuple(out)
+
+
+def drift_key(model: str, spec_key: str, subject: str) -> str:
+    """The tag value that finds the drift run of (model, spec, subject) again (any characters in them)."""
+    return content_hash({"model": model, "spec": spec_key, "subject": subject})[:32]
+
+
+def _clip(text: str, limit: int) -> str:
+    marker = "\n\n…(cut)"
+    return text if len(text) <= limit else text[: limit - len(marker)] + marker
+
+
+# ---------------------------------------------------------------------------------------------- UI addresses
+def ui_base(tracking_uri: str | None) -> str:
+    """Where the MLflow UI of ``tracking_uri`` is: the server itself, or ``mlflow ui --port 5000``'s
+    address for a local store."""
+    if tracking_uri and urlparse(tracking_uri).scheme in ("http", "https"):
+        from spex.records.metadata.db import mask_secrets
+
+        return mask_secrets(tracking_uri).rstrip("/")
+    return UI_DEFAULT
+
+
+def _route(base: str, path: str) -> str:
+    """``<base>/#/<path>?workflowType=machine_learning``; with no base the link is relative to the page
+    (``#/<path>…``: the UI's own hash routes, wherever it is served — what the descriptions shown inside
+    the UI use). The query selects the UI's "Model training" mode (see ``UI_MODE``)."""
+    return (f"{base}/#/{path}" if base else f"#/{path}") + UI_MODE
+
+
+def experiments_url(base: str) -> str:
+    """The list of experiments."""
+    return _route(base, "experiments")
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table."""
+    return _route(base, f"experiments/{experiment_id}/runs")
+
+
+def run_url(base: str, experiment_id: str, run_id: str, tab: str | None = None) -> str:
+    """A run's page; ``tab``: ``model-metrics`` (its metric charts), ``artifacts`` or ``artifacts/<path>``
+    (the artifact browser with that file open) — the routes MLflow 3.17's UI serves."""
+    return _route(base, f"experiments/{experiment_id}/runs/{run_id}" + (f"/{tab}" if tab else ""))
+
+
+def metric_charts_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's metric charts (``model-metrics``): for a drift run, each interaction's line across versions."""
+    return run_url(base, experiment_id, run_id, "model-metrics")
+
+
+def model_version_url(base: str, name: str, version: str | int) -> str:
+    """A registry model version's page."""
+    from urllib.parse import quote
+
+    return _route(base, f"models/{quote(name, safe='')}/versions/{version}")
+
+
+@dataclass(frozen=True)
+class DriftRun:
+    """The long-lived run of one (model, spec, subject) whose metrics' steps are model versions."""
+
+    experiment_id: str
+    run_id: str
+    name: str
+    subject: str
+    spec: str
+    model: str = ""
+
+
 class AuditTracker:
     """Logs audits to MLflow through one explicit client.
 
@@ -243,21 +398,37 @@ class AuditTracker:
 
     def experiment_id(self, model_name: str) -> str:
         """The experiment of ``model_name`` (created on first use; safe when processes race)."""
-        name = EXPERIMENT_PREFIX + model_name
+        return self._experiment(EXPERIMENT_PREFIX + model_name, model_name, slug_prefix="", note=(
+            f"spex audits of **{model_name}**: one run per audit (its verdict in the name, gates and report "
+            "in its description and artifacts), one nested run per subject (figures, interaction tables, "
+            "ablation sets, the proxy model). Expand a run's row to see its subjects."))
+
+    def _experiment(self, name: str, model_name: str, *, slug_prefix: str, note: str,
+                    tags: Mapping[str, str] | None = None) -> str:
+        """The experiment ``name`` (created on first use with its kind, description and ``tags``; safe
+        when processes race). An existing experiment without a kind gets spex's, so it opens on its runs;
+        one whose kind someone chose keeps it."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if TAG_EXPERIMENT_KIND not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
             return found.experiment_id
         location = None
         if self.artifact_root:
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name).strip("_") or "model"
-            location = f"{self.artifact_root}/{slug}"
+            location = f"{self.artifact_root}/{slug_prefix}{slug}"
+        all_tags = {TAG_MODEL: model_name, TAG_EXPERIMENT_KIND: EXPERIMENT_KIND, TAG_NOTE: note, **(tags or {})}
         try:
-            return self.client.create_experiment(name, artifact_location=location, tags={TAG_MODEL: model_name})
+            experiment_id = self.client.create_experiment(name, artifact_location=location, tags=all_tags)
         except MlflowException:
             found = self.client.get_experiment_by_name(name)  # another process created it first
             if found is None:
                 raise
             return found.experiment_id
+        # The description shows on every page of the experiment, the GenAI overview too: link the runs.
+        self.client.set_experiment_tag(experiment_id, TAG_NOTE, f"{note}\n\n[Open the runs]"
+                                       f"({experiment_url('', experiment_id)}) (the UI's **Model training** mode).")
+        return experiment_id
 
     def _find_run(self, experiment_id: str, **tags: str) -> str | None:
         clauses = " and ".join(f"tags.`{k}` = '{v.replace(chr(39), '')}'" for k, v in tags.items())
@@ -281,7 +452,7 @@ class AuditTracker:
         if model_revision:
             run_tags[TAG_MODEL_REVISION] = model_revision
         if registry_version:
-            run_tags["spex.registry_version"] = str(registry_version)
+            run_tags[TAG_REGISTRY_VERSION] = str(registry_version)
         run_tags.update({k: str(v) for k, v in (tags or {}).items()})
         run_id = self._find_run(experiment_id, **{TAG_AUDIT_ID: audit_id, TAG_KIND: "audit"})
         if run_id is None:
@@ -290,7 +461,7 @@ class AuditTracker:
             )
             run_id = run.info.run_id
         else:
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status="RUNNING", name=run_name)
             self._set_tags(run_id, run_tags)
         if spec:
             self.log_params(run_id, spec)
@@ -303,21 +474,28 @@ class AuditTracker:
         *,
         tags: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
+        run_name: str | None = None,
     ) -> str:
-        """A nested run for one subject under the audit's run (found again when re-recorded)."""
+        """A nested run for one subject under the audit's run (found again when re-recorded). It inherits
+        the audit run's model, version, spec and lens tags; its default name is ``<subject> · <model> vN``."""
         parent = self.client.get_run(audit_run_id)
         audit_id = parent.data.tags.get(TAG_AUDIT_ID, "")
         experiment_id = parent.info.experiment_id
         run_tags = {TAG_PARENT: audit_run_id, TAG_AUDIT_ID: audit_id, TAG_KIND: "subject", TAG_SUBJECT: subject}
-        for key in (TAG_MODEL, TAG_MODEL_REVISION):
+        for key in (TAG_MODEL, TAG_MODEL_REVISION, TAG_REGISTRY_NAME, TAG_REGISTRY_VERSION, TAG_SPEC_NAME,
+                    TAG_SPEC_KEY, TAG_LENS, "spex.audit_kind"):
             if key in parent.data.tags:
                 run_tags[key] = parent.data.tags[key]
         run_tags.update({k: str(v) for k, v in (tags or {}).items()})
+        if run_name is None:
+            version = parent.data.tags.get(TAG_REGISTRY_VERSION)
+            run_name = f"{subject} · {parent.data.tags.get(TAG_MODEL, '?')}" + (f" v{version}" if version else "")
+        run_name = run_name[:250]
         run_id = self._find_run(experiment_id, **{TAG_PARENT: audit_run_id, TAG_SUBJECT: subject})
         if run_id is None:
-            run_id = self.client.create_run(experiment_id, run_name=f"subject-{subject}"[:250], tags=run_tags).info.run_id
+            run_id = self.client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
         else:
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status="RUNNING", name=run_name)
             self._set_tags(run_id, run_tags)
         if params:
             self.log_params(run_id, params)
@@ -326,6 +504,18 @@ class AuditTracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
         self.client.set_terminated(run_id, status=status)
+
+    def child_runs(self, run_id: str) -> list[Any]:
+        """The nested runs (subjects) of an audit run."""
+        parent = self.client.get_run(run_id)
+        return self.client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{run_id}'")
+
+    def describe_run(self, run_id: str, markdown: str, *, name: str | None = None) -> None:
+        """Set a run's description (``mlflow.note.content``: the markdown the run page shows) and,
+        given one, its name."""
+        self._set_tags(run_id, {TAG_NOTE: _clip(markdown, MAX_TAG_VAL_LENGTH)})
+        if name:
+            self.client.update_run(run_id, name=name[:250])
 
     # ------------------------------------------------------------------ params, metrics, tags
 
@@ -609,7 +799,7 @@ class AuditTracker:
             current = self.client.get_model_version(name, version).tags
             if verdicts.supersedes(current, key, audit_id, started):
                 own = {"verdict": verdict, "audit_id": audit_id, "time": verdicts.iso(dt.datetime.now(dt.timezone.utc)),
-                       "status": status, "name": spec or (f"(unnamed {lens} spec)" if lens else "(unnamed spec)")}
+                       "status": status, "name": verdicts.display_name(spec, lens)}
                 if started is not None:
                     own["started"] = verdicts.iso(started)
                 if faithfulness is not None:
@@ -638,3 +828,193 @@ class AuditTracker:
                 return value
             self.client.set_model_version_tag(name, version, verdicts.TAG_PASSED, value)
         return value or "false"
+
+    # ------------------------------------------------------------------ model version description
+
+    def describe_model_version(self, name: str, version: str | int, attempts: int = 4) -> str:
+        """Write the version's verdict table (one row per spec, from its ``spex.spec.<key>.*`` tags, so a
+        later spec's audit never erases an earlier spec's row) into its description, below any text
+        already there; returns the description. Links are relative to the MLflow UI (``#/...``), so they
+        work wherever it is served. Re-checked after writing, like ``spex.passed``: an audit of another
+        spec publishing at the same moment ends up in the table."""
+        version = str(version)
+        text = ""
+        for _ in range(attempts):
+            mv = self.client.get_model_version(name, version)
+            text = self._verdict_description(name, mv.tags, mv.description or "")
+            if (mv.description or "") == text:
+                break
+            self.client.update_model_version(name, version, description=text)
+        return text
+
+    def _verdict_description(self, name: str, tags: Mapping[str, str], description: str) -> str:
+        kept = description.split(VERDICT_HEADING)[0].rstrip()
+        lines = [VERDICT_HEADING, ""]
+        passed = tags.get(verdicts.TAG_PASSED)
+        if passed is not None:
+            lines += [f"`spex.passed`: **{passed}** (true only while every spec's latest verdict passed)", ""]
+        lines += ["| spec | verdict | min held-out R² | recorded (UTC) | audit run | report |", "|---|---|---|---|---|---|"]
+        experiments: dict[str, str | None] = {}
+        for key, v in sorted(verdicts.spec_verdicts(tags).items()):
+            field = lambda f, key=key: tags.get(verdicts.tag(key, f))  # noqa: E731
+            run_id, run_cell, report_cell = field("run_id"), "–", "–"
+            if run_id:
+                if run_id not in experiments:
+                    try:
+                        run = self.client.get_run(run_id)
+                        experiments[run_id] = run.info.experiment_id
+                        experiments[run_id + ":name"] = run.info.run_name
+                    except MlflowException:
+                        experiments[run_id] = None
+                exp = experiments.get(run_id)
+                if exp is not None:
+                    label = _md_cell(experiments.get(run_id + ":name") or run_id[:12])
+                    run_cell = f"[{label}]({run_url('', exp, run_id)})"
+                    report_cell = f"[report.html]({run_url('', exp, run_id, 'artifacts/report/report.html')})"
+            when = (field("time") or "")[:16].replace("T", " ") or "–"
+            verdict = v.verdict if v.verdict == "passed" else f"**{v.verdict}**"
+            lines.append(f"| {_md_cell(field('name') or key)} | {verdict} | {_md_cell(field('faithfulness') or '–')} | "
+                         f"{when} | {run_cell} | {report_cell} |")
+        drift = self.client.get_experiment_by_name(DRIFT_PREFIX + name)
+        if drift is not None:
+            lines += ["", f"Interaction drift across the versions of {name}: "
+                          f"[{DRIFT_PREFIX}{name}]({experiment_url('', drift.experiment_id)}) "
+                          "(open a run's **Model metrics**: one line per interaction, x = model version)"]
+        section = "\n".join(lines)
+        return f"{kept}\n\n{section}\n" if kept else f"{section}\n"
+
+    # ------------------------------------------------------------------ drift across model versions
+
+    def drift_experiment_id(self, model: str) -> str:
+        """The experiment ``spex-drift/<model>`` (created on first use)."""
+        return self._experiment(DRIFT_PREFIX + model, model, slug_prefix="drift-", note=(
+            f"Interaction drift across the registered versions of **{model}**: one run per (spec, subject), "
+            "logged to by every audit of a version; each metric's step is the model version. Open a run's "
+            "**Model metrics** tab: each top interaction's value and interval, the held-out R² and the "
+            "verdict, as a line over versions."))
+
+    def drift_run(self, model: str, *, spec_key: str, spec_name: str, subject: str, lens: str | None = None) -> DriftRun:
+        """The drift run of (model, spec, subject), created on first use and found again by its
+        ``spex.drift_key`` tag. When two processes create it at once, the earlier run wins and the
+        other is deleted, so every version's points end on one run."""
+        experiment_id = self.drift_experiment_id(model)
+        key = drift_key(model, spec_key, subject)
+        name = f"{spec_name} · {subject}"[:250]
+        wanted = {TAG_KIND: "drift", TAG_DRIFT_KEY: key}
+        run_id = self._find_run(experiment_id, **wanted)
+        if run_id is None:
+            tags = {**wanted, TAG_MODEL: model, TAG_SPEC_KEY: spec_key, TAG_SPEC_NAME: spec_name, TAG_SUBJECT: subject}
+            if lens:
+                tags[TAG_LENS] = lens
+            mine = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            self.client.set_terminated(mine)  # a record, not a job: it is logged to once per audit
+            run_id = self._find_run(experiment_id, **wanted) or mine
+            if run_id != mine:
+                self.client.delete_run(mine)
+        return DriftRun(experiment_id, run_id, name, subject, spec_name, model)
+
+    def drift_runs(self, model: str | None = None, *, spec_key: str | None = None,
+                   subject: str | None = None) -> list[DriftRun]:
+        """The drift runs of ``model`` (every model's when None), optionally of one spec / subject."""
+        if model is not None:
+            found = self.client.get_experiment_by_name(DRIFT_PREFIX + model)
+            experiments = [found] if found is not None else []
+        else:
+            experiments = self.client.search_experiments(filter_string=f"name LIKE '{DRIFT_PREFIX}%'")
+        clauses = [f"tags.`{TAG_KIND}` = 'drift'"]
+        if model is not None and spec_key is not None and subject is not None:
+            clauses.append(f"tags.`{TAG_DRIFT_KEY}` = '{drift_key(model, spec_key, subject)}'")
+        elif spec_key is not None:
+            clauses.append(f"tags.`{TAG_SPEC_KEY}` = '{spec_key}'")
+        out = []
+        for experiment in experiments:
+            for run in self.client.search_runs([experiment.experiment_id], filter_string=" and ".join(clauses),
+                                               order_by=["attributes.start_time ASC"]):
+                tags = run.data.tags
+                if subject is not None and tags.get(TAG_SUBJECT) != subject:
+                    continue
+                out.append(DriftRun(experiment.experiment_id, run.info.run_id, run.info.run_name,
+                                    tags.get(TAG_SUBJECT, ""), tags.get(TAG_SPEC_NAME, ""), tags.get(TAG_MODEL, "")))
+        return out
+
+    def log_drift(
+        self,
+        drift: DriftRun,
+        *,
+        version: int,
+        audit_id: str,
+        audit_run_id: str,
+        index: str,
+        ranking: Sequence[Mapping[str, Any]],
+        top_k: int,
+        heldout_r2: float | None = None,
+        heldout_r2_low: float | None = None,
+        heldout_r2_high: float | None = None,
+        verdict: str | None = None,
+    ) -> dict[str, float]:
+        """Log one audited version's point on the drift run (every metric at ``step=version``):
+
+        * ``<index>/<members>/value``, ``…/ci_low``, ``…/ci_high`` (keys: :func:`interaction_key`) for the
+          ``top_k`` best-ranked interactions, and for every interaction an earlier version put on this
+          run that this version recorded too (so a line does not stop where an interaction leaves the top k);
+        * ``faithfulness/heldout_r2`` with ``…_low`` / ``…_high`` (its bootstrap interval);
+        * ``verdict``: 1 passed, 0.5 undecided, 0 failed.
+
+        Returns what was logged; nothing when this audit already logged this version (a retried publish).
+        Tags ``spex.drift.v<version>.*`` name the audit behind each version's point."""
+        run = self.client.get_run(drift.run_id)
+        prefix = f"spex.drift.v{int(version)}."
+        if run.data.tags.get(prefix + "audit_id") == audit_id:
+            return {}
+        have = set(run.data.metrics)
+        metrics: dict[str, float] = {}
+        for position, r in enumerate(sorted(ranking, key=lambda r: int(r.get("rank") or 0))):
+            stem = interaction_key(index, r["members"], r.get("labels"))
+            if position >= top_k and f"{stem}/value" not in have:
+                continue
+            metrics[f"{stem}/value"] = float(r["value"])
+            for bound in ("ci_low", "ci_high"):
+                if r.get(bound) is not None and math.isfinite(float(r[bound])):
+                    metrics[f"{stem}/{bound}"] = float(r[bound])
+        for key, value in (("heldout_r2", heldout_r2), ("heldout_r2_low", heldout_r2_low),
+                           ("heldout_r2_high", heldout_r2_high)):
+            if value is not None and math.isfinite(float(value)):
+                metrics[f"faithfulness/{key}"] = float(value)
+        if verdict in VERDICT_SCORE:
+            metrics["verdict"] = VERDICT_SCORE[verdict]
+        self.log_metrics(drift.run_id, metrics, step=int(version))
+        audit_run = self.client.get_run(audit_run_id)
+        self._set_tags(drift.run_id, {
+            prefix + "audit_id": audit_id, prefix + "run_id": audit_run_id,
+            prefix + "experiment_id": audit_run.info.experiment_id, prefix + "verdict": verdict or "",
+            prefix + "run_name": audit_run.info.run_name or "",
+            prefix + "time": verdicts.iso(dt.datetime.now(dt.timezone.utc))})
+        self.describe_run(drift.run_id, self._drift_note(drift))
+        return metrics
+
+    def _drift_note(self, drift: DriftRun) -> str:
+        tags = self.client.get_run(drift.run_id).data.tags
+        versions = sorted({int(m[1]) for k in tags if (m := re.match(r"^spex\.drift\.v(\d+)\.audit_id$", k))})
+        model = tags.get(TAG_MODEL, "?")
+        lines = [f"**Interaction drift** of subject `{_md_cell(drift.subject)}` under spec `{_md_cell(drift.spec)}` "
+                 f"across the registered versions of `{_md_cell(model)}`. Every metric's step is the model version: "
+                 "open **Model metrics** to see each top interaction's value (`<index>/<members>/value`, members "
+                 "as `f<feature id>_<label>`, with `ci_low`/`ci_high`), `faithfulness/heldout_r2` and `verdict` "
+                 "(1 passed, 0.5 undecided, 0 failed) as a line over versions.", "",
+                 "| version | verdict | audit run | recorded (UTC) |", "|---|---|---|---|"]
+        for v in versions:
+            field = lambda f, v=v: tags.get(f"spex.drift.v{v}.{f}", "")  # noqa: E731
+            run_cell = "–"
+            if field("run_id") and field("experiment_id"):
+                run_cell = f"[{_md_cell(field('run_name') or field('run_id')[:12])}]" \
+                           f"({run_url('', field('experiment_id'), field('run_id'))})"
+            lines.append(f"| {v} | {field('verdict') or '–'} | {run_cell} | {field('time')[:16].replace('T', ' ')} |")
+        return "\n".join(lines)
+
+
+VERDICT_HEADING = "### spex audits"
+
+
+def _md_cell(text: Any) -> str:
+    """Text safe inside a markdown table cell (no pipe, no line break)."""
+    return " ".join(str(text).split()).replace("|", "\\|")

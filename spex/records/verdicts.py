@@ -43,6 +43,11 @@ def spec_key(name: str | None, lens: str | None = None) -> str:
     return f"{clean[:MAX_KEY - 9].rstrip('_.') or 'spec'}-{content_hash(name)[:8]}"
 
 
+def display_name(name: str | None, lens: str | None = None) -> str:
+    """A spec as people read it: its name, or ``(unnamed <lens> spec)``."""
+    return name or (f"(unnamed {lens} spec)" if lens else "(unnamed spec)")
+
+
 def tag(key: str, field: str) -> str:
     """The tag holding ``field`` of the spec keyed ``key``: ``spex.spec.<key>.<field>``."""
     return f"{PREFIX}{key}.{field}"
