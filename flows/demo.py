@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for title, r in outcomes:
         version = f" v{r.model.registry_version}" if r.model.registry_version else ""
         table.add_row(title, f"{r.model.name}{version}", r.audit_id[:12], cli._fmt_float(r.min_heldout_r2, 3),
-                      "pass" if r.passed else "FAIL", r.report["html"])
+                      {"passed": "pass", "undecided": "UNDECIDED"}.get(r.verdict, "FAIL"), r.report["html"])
     console.print(table)
     say(f"\nMLflow UI:  {cli._mlflow_ui_command()}   (then http://127.0.0.1:5000)")
     say("Prefect UI: prefect server start   (then http://127.0.0.1:4200)")
