@@ -34,7 +34,8 @@ POS = (214, 69, 36)     # raises the output
 NEG = (37, 99, 235)     # lowers the output
 HEATMAP_MAX = 40        # features on the heatmap's axes (the strongest by first-order effect)
 TOP_DRAWN = 5           # top interactions drawn over the subject
-LINKS_DRAWN, LINK_ROW = 8, 18  # context lens: strongest pairs drawn as links between sources; px per source
+LINKS_DRAWN, LINK_ROW, LINK_BULGE = 8, 32, 180  # context lens: strongest pairs drawn as links between sources; px per source (a one-line source's
+# height, so nodes sit beside their sources); the widest an arc bows out
 HEATMAP_CELL, HEATMAP_LABELS = 16, 110  # px: one cell, the band of axis labels
 INTERVAL_W, INTERVAL_H, INTERVAL_PAD = 140, 14, 4  # px: the interval bar of a ranking row
 TEMPLATES = "templates"
@@ -175,18 +176,19 @@ def _documents(s: SubjectReport) -> dict[str, Any]:
     pairs = sorted((r for r in s.pairs if len(r["members"]) == 2 and all(0 <= m < s.n for m in r["members"])),
                    key=lambda r: -abs(r["value"]))[:LINKS_DRAWN]
     scale = max((abs(r["value"]) for r in pairs), default=0.0)
-    step, top, left = LINK_ROW, LINK_ROW, 26
+    step, top, left = LINK_ROW, LINK_ROW // 2 + 6, 26
     y = [top + i * step for i in range(s.n)]
     arcs = []
     for r in pairs:
         a, b = sorted(r["members"])
-        bulge = left + 10 + (b - a) * step * 0.45
+        bulge = left + 10 + min((b - a) * step * 0.45, LINK_BULGE)
         width = 1.0 + 4.0 * abs(r["value"]) / scale if scale > 0 else 1.0
         name = f"{s.labels[a] if a < len(s.labels) else a} × {s.labels[b] if b < len(s.labels) else b}"
         arcs.append({"d": f"M{left},{y[a]} C{bulge:.1f},{y[a]} {bulge:.1f},{y[b]} {left},{y[b]}",
                      "stroke": shade(r["value"], scale, 1.0), "width": f"{width:.2f}", "members": f"{a},{b}",
                      "title": f"#{a} × #{b} ({name}): {r['value']:+.4g}"})
-    width = left + 12 + (max((abs(b - a) for a, b in (sorted(r["members"]) for r in pairs)), default=1)) * step * 0.35
+    width = left + 12 + min(max((abs(b - a) for a, b in (sorted(r["members"]) for r in pairs)), default=1) * step * 0.35,
+                            LINK_BULGE)
     return {"rows": rows, "question": s.view.get("question"), "target": s.view.get("target"),
             "unit": s.view.get("unit") or "document",
             "links": {"arcs": arcs, "nodes": list(zip(range(s.n), y)), "x": left, "width": int(width) + 8,
