@@ -477,7 +477,8 @@ class AuditTracker:
         run_name: str | None = None,
     ) -> str:
         """A nested run for one subject under the audit's run (found again when re-recorded). It inherits
-        the audit run's model, version, spec and lens tags; its default name is ``<subject> · <model> vN``."""
+        the audit run's model, version, spec and lens tags; its default name is ``<subject> · vN · <spec>``
+        (the model is the experiment's)."""
         parent = self.client.get_run(audit_run_id)
         audit_id = parent.data.tags.get(TAG_AUDIT_ID, "")
         experiment_id = parent.info.experiment_id
@@ -489,7 +490,8 @@ class AuditTracker:
         run_tags.update({k: str(v) for k, v in (tags or {}).items()})
         if run_name is None:
             version = parent.data.tags.get(TAG_REGISTRY_VERSION)
-            run_name = f"{subject} · {parent.data.tags.get(TAG_MODEL, '?')}" + (f" v{version}" if version else "")
+            spec = parent.data.tags.get(TAG_SPEC_NAME)
+            run_name = " · ".join([subject] + ([f"v{version}"] if version else []) + ([spec] if spec else []))
         run_name = run_name[:250]
         run_id = self._find_run(experiment_id, **{TAG_PARENT: audit_run_id, TAG_SUBJECT: subject})
         if run_id is None:
