@@ -188,11 +188,14 @@ class _ProgressView:
     """Per-subject progress with ETA (a rich live display on a terminal, plain lines otherwise),
     fed by the events the audit's stages emit through :mod:`spex.audit.progress`."""
 
+    PLAIN_EVERY_S = 20.0  # without a terminal (CI logs): a progress line per subject at most this often
+
     def __init__(self, console: Any, enabled: bool) -> None:
         self.console = console
         self.enabled = enabled
         self.live = enabled and console.is_terminal
         self.rows: dict[str, Any] = {}
+        self.plain: dict[str, dict[str, float]] = {}  # per subject: total, done, computed, start, printed
         self.progress: Any = None
         self.overall: Any = None
         if self.live:
@@ -246,6 +249,13 @@ class _ProgressView:
             self._line(f"model loaded: {e['uri']}")
         elif kind == "subject_prepared":
             self._line(f"subject {subject}: n={e['n']} features, budget {e['budget']} masks + {e['holdout']} held out")
+        elif kind == "subject_start" and self.progress is None:
+            import time
+
+            now = time.monotonic()
+            self.plain[subject] = {"total": e["total"], "done": 0, "computed": 0, "start": now, "printed": now}
+        elif kind == "masks" and self.progress is None and subject in self.plain:
+            self._plain_progress(subject, e)
         elif kind == "subject_start" and self.progress is not None and subject in self.rows:
             self.progress.update(self.rows[subject], total=e["total"], description=_task_text(f"  {subject}: ablate"))
         elif kind == "masks" and self.progress is not None and subject in self.rows:
@@ -268,6 +278,24 @@ class _ProgressView:
             self._line(line)
         elif kind == "report":
             self._line(f"report written: {e['html']}")
+
+
+    def _plain_progress(self, subject: str, e: dict[str, Any]) -> None:
+        """A line per subject every ``PLAIN_EVERY_S`` seconds of ablation: masks done of its total and an
+        ETA from the rate of the masks the model computed (stored ones cost nothing)."""
+        import time
+
+        state, now = self.plain[subject], time.monotonic()
+        state["done"] += e["count"]
+        if e.get("computed"):
+            state["computed"] += e["count"]
+        if now - state["printed"] < self.PLAIN_EVERY_S or state["computed"] == 0:
+            return
+        state["printed"] = now
+        rate = state["computed"] / max(now - state["start"], 1e-9)
+        left = max(0.0, state["total"] - state["done"])
+        self._line(f"subject {subject}: ablate {e['role']} {int(state['done'])}/{int(state['total'])} masks, "
+                   f"{rate:.2f} masks/s, ETA {_fmt_seconds(left / rate)}")
 
 
 def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
@@ -489,8 +517,8 @@ def estimate_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size of the warm-up (default: the spec's max_batch, at most 32).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """What an audit will cost before running it: masks per subject, what is already stored, the model's
-    measured throughput on a short warm-up, and the ETA."""
+    """What an audit will cost before running it: masks per subject, what is already stored, the tokens they
+    cost, the model's measured throughput on a short warm-up, and the ETA."""
     _quiet_libraries()
     with _run_errors():
         from spex.audit.spec import load_spec
@@ -505,21 +533,24 @@ def estimate_command(
     if as_json:
         typer.echo(_to_json({"model": audit_spec.model.uri, "subjects": rows, "throughput": probe,
                              "total_masks": sum(r["masks"] for r in rows), "to_compute": total_masks,
-                             "eta_seconds": total_seconds}))
+                             "tokens": sum(r["tokens"] for r in rows), "eta_seconds": total_seconds}))
         return
     from rich.table import Table
 
     console = _console()
     table = Table(title=shown(f"estimate · {audit_spec.model.uri} · {audit_spec.lens} lens · {audit_spec.method}"),
                   box=None, pad_edge=False, title_justify="left")
-    for column in ("subject", "n", "budget", "design", "held-out", "removal", "stored", "to compute", "ETA"):
+    for column in ("subject", "n", "budget", "design", "held-out", "removal", "stored", "to compute", "tokens/mask",
+                   "tokens", "ETA"):
         table.add_column(column, no_wrap=True, justify="left" if column == "subject" else "right")
     for r in rows:
         table.add_row(shown(r["subject"]), str(r["n"]), str(r["budget"]), str(r["design"]), str(r["holdout"]), str(r["removal"]),
-                      str(r["stored"]), str(r["to_compute"]), _fmt_seconds(r["seconds"]))
+                      str(r["stored"]), str(r["to_compute"]), f"{r['tokens_per_mask']:,.0f}", f"{r['tokens']:,.0f}",
+                      _fmt_seconds(r["seconds"]))
     console.print(table)
     console.print(f"throughput: {probe['masks_per_s']:.2f} masks/s ({probe['tokens_per_s']:.0f} tokens/s) at batch "
-                  f"{probe['batch_size']}, measured on subject {shown(probe['subject'])} after a warm-up", markup=False)
+                  f"{probe['batch_size']}, measured on subject {shown(probe['subject'])} (the most tokens per mask) after "
+                  f"a warm-up; each ETA is the subject's tokens at that rate", markup=False)
     console.print(f"total: {sum(r['masks'] for r in rows)} masks over {len(rows)} subjects, {total_masks} to compute; "
                   f"ETA {_fmt_seconds(total_seconds)} of model time (plus proxy fits and recording, typically seconds "
                   f"per subject)", markup=False)
@@ -535,19 +566,24 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 def _estimate(audit_spec: Any, batch_size: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per subject: masks (design + held-out + removal), already stored, ETA from the measured rate."""
+    """Per subject: masks (design + held-out + removal), already stored, the tokens they cost, and the ETA.
+
+    Model time follows tokens, not masks: a 40-passage RAG prompt costs ten times a 5-passage one. So
+    every subject's masks are costed by its value function (``vf.cost``: tokens per masked prompt), the
+    throughput is measured on the subject whose masks cost most (where the time goes; conservative for
+    the others), in batches packed as the ablation engine packs them (its token budget: the spec's
+    ``batch.token_budget``, else the lens's ``batch_tokens``), and each ETA is its tokens / tokens per s."""
     import numpy as np
 
     from spex.ablation import AblationStore, measure_throughput
+    from spex.ablation.engine import lens_token_budget
     from spex.audit import runtime
     from spex.audit.sampling import design_masks
     from spex.engine.sampling import holdout as holdout_masks
     from spex.settings import data_dir
 
     store = AblationStore(data_dir() / "ablations")
-    size = batch_size or min(audit_spec.batch.max_batch, 32)
-    probe: dict[str, Any] | None = None
-    rows = []
+    rows, functions = [], []
     for subject in audit_spec.subjects:
         vf = runtime.value_function(audit_spec, subject.id)
         n = int(vf.n_features)
@@ -557,24 +593,32 @@ def _estimate(audit_spec: Any, batch_size: int | None) -> tuple[list[dict[str, A
         removal = 3 if audit_spec.removal_r > 0 else 1
         all_masks = np.concatenate([design, held])
         _, found = store.lookup(vf.fingerprint, all_masks)
-        cost = np.asarray(vf.cost(all_masks[~found][:256]), dtype=float) if (~found).any() else np.ones(1)
-        if probe is None:
-            rate = measure_throughput(vf, batch_sizes=(size,), batches=2, warmup=1)[-1]
-            probe_cost = float(np.mean(vf.cost(np.ones((1, n), dtype=bool)))) if hasattr(vf, "cost") else 1.0
-            probe = {"subject": subject.id, "batch_size": size, "masks_per_s": rate.masks_per_s,
-                     "tokens_per_s": rate.tokens_per_s, "cost_per_mask": probe_cost}
+        missing = all_masks[~found]
+        sample = missing[:: max(1, len(missing) // 256)][:256] if len(missing) else np.ones((1, n), dtype=bool)
+        per_mask = float(np.mean(np.asarray(vf.cost(sample), dtype=float))) if hasattr(vf, "cost") else 1.0
         to_compute = int((~found).sum()) + removal
-        per_mask_cost = float(cost.mean()) if len(cost) else 1.0
-        if probe["tokens_per_s"] > 0 and per_mask_cost > 0:
-            seconds = to_compute * per_mask_cost / probe["tokens_per_s"]
-        elif probe["masks_per_s"] > 0:
-            seconds = to_compute / probe["masks_per_s"]
-        else:
-            seconds = math.inf
         rows.append({"subject": subject.id, "n": n, "budget": budget, "design": int(len(design)),
                      "holdout": int(len(held)), "removal": removal, "masks": int(len(design) + len(held) + removal),
-                     "stored": int(found.sum()), "to_compute": to_compute, "seconds": float(seconds)})
-    assert probe is not None
+                     "stored": int(found.sum()), "to_compute": to_compute, "tokens_per_mask": per_mask,
+                     "tokens": to_compute * per_mask})
+        functions.append(vf)
+    heaviest = max(range(len(rows)), key=lambda i: rows[i]["tokens_per_mask"])
+    vf, n = functions[heaviest], rows[heaviest]["n"]
+    size = batch_size or min(audit_spec.batch.max_batch, 32)
+    token_budget = audit_spec.batch.token_budget or lens_token_budget(vf)
+    full_cost = float(np.max(vf.cost(np.ones((1, n), dtype=bool)))) if hasattr(vf, "cost") else 1.0
+    if token_budget is not None and batch_size is None:  # as the engine packs the longest rows
+        size = max(1, min(size, math.floor(token_budget / max(full_cost, 1e-9))))
+    rate = measure_throughput(vf, batch_sizes=(size,), batches=2, warmup=1)[-1]
+    probe = {"subject": rows[heaviest]["subject"], "batch_size": size, "masks_per_s": rate.masks_per_s,
+             "tokens_per_s": rate.tokens_per_s, "cost_per_mask": full_cost, "token_budget": token_budget}
+    for r in rows:
+        if probe["tokens_per_s"] > 0 and r["tokens_per_mask"] > 0:
+            r["seconds"] = float(r["tokens"] / probe["tokens_per_s"])
+        elif probe["masks_per_s"] > 0:
+            r["seconds"] = float(r["to_compute"] / probe["masks_per_s"])
+        else:
+            r["seconds"] = math.inf
     return rows, probe
 
 

@@ -3,7 +3,9 @@ MLflow store, Prefect's ephemeral API, everything under the data dir).
 
 1. **features lens on SmolLM2-135M-Instruct** (``builtin:smollm2-135m-instruct``) for two bundled
    prompts (``spex/data/demo/smollm2-features.yaml``): which words, and which pairs of words, drive the
-   model's answer; validated on held-out masks with real model calls; gated on faithfulness.
+   model's answer; validated on held-out masks with real model calls; gated on faithfulness. Then the
+   **context lens** on two bundled multi-passage questions (``smollm2-context.yaml``): which retrieved
+   passages the answer rests on, and which only matter together (48 model calls: 4 and 5 passages).
 2. **a release audit of two versions of the MiniLM sentiment classifier**: version 1 fine-tuned on the
    bundled sentences (seed 0), version 2 with another seed on the variant without negation sentences —
    both registered in the local MLflow registry as ``spex-demo-sentiment`` versions 1 and 2 (aliases
@@ -125,7 +127,7 @@ def dashboard_links(outcomes: list[tuple[str, Any]], *, model: str = REGISTERED_
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 when every part ran (gates may pass or fail: that is the audit's answer)."""
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip-llm", action="store_true", help="skip part 1 (the SmolLM2 features audit)")
+    parser.add_argument("--skip-llm", action="store_true", help="skip part 1 (the SmolLM2 features and context audits)")
     args = parser.parse_args(argv)
 
     from flows import cli
@@ -151,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             result = audit(spec)
         cli._print_outcome(console, result, 8)
         outcomes.append(("features · smollm2", result))
+        say("\n== 1b. context lens: which retrieved passages SmolLM2's answers rest on, and which only together ==")
+        spec = load_spec(demo_spec("smollm2-context.yaml")).public_dict()
+        with cli._ProgressView(console, enabled=True), results_in_data_dir():
+            result = audit(spec)
+        cli._print_outcome(console, result, 6)
+        outcomes.append(("context · smollm2", result))
 
     say("\n== 2. release audit: MiniLM sentiment v2 (candidate) vs v1 (champion) ==")
     say(f"registering the two fine-tuned versions as {REGISTERED_MODEL} (trained once, then cached):")
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for title, r in outcomes:
         version = f" v{r.model.registry_version}" if r.model.registry_version else ""
         table.add_row(title, f"{r.model.name}{version}", r.audit_id[:12], cli._fmt_float(r.min_heldout_r2, 3),
-                      "pass" if r.passed else "FAIL", r.report["html"])
+                      {"passed": "pass", "undecided": "UNDECIDED"}.get(r.verdict, "FAIL"), r.report["html"])
     console.print(table)
     say(f"\nMLflow UI:  {cli._mlflow_ui_command()}   then open:")
     for what, address in dashboard_links(outcomes, version=versions[-1]):

@@ -11,6 +11,10 @@ stands behind that callable in an audit (``engine.bind(vf)``), and it is where G
   first, and packed under a token budget (padded tokens = longest x count) and a mask cap. Longest
   first means a batch that does not fit in memory fails in the first seconds, not after an hour, and
   the ETA is conservative.
+* **Packed by tokens for long rows.** A value function whose rows are long (the context lens: RAG
+  prompts of hundreds or thousands of tokens) says how many padded tokens one call should hold
+  (``vf.batch_tokens``); without a token budget of the engine's own, that is the budget, so a batch
+  holds as many rows as fit under it (at most ``max_batch``) instead of a fixed count.
 * **Out of memory is not fatal.** On ``torch.OutOfMemoryError`` (or a ``RuntimeError`` saying "out of
   memory", or ``MemoryError``) the batch is halved and the run carries on; the working size is
   remembered per fingerprint so later calls start there instead of failing again.
@@ -48,6 +52,20 @@ from spex.lenses.base import ValueFunction
 log = logging.getLogger("spex.ablation")
 
 ValueFn = Callable[[np.ndarray], np.ndarray]
+
+DEFAULT_MAX_BATCH = 64
+"""Masks per batch of a value function that declares no ``preferred_batch`` (a transformer forward)."""
+
+
+def batch_size(vf: Any, max_batch: int | None) -> int:
+    """Masks per batch for ``vf`` under the engine's cap ``max_batch``: its ``preferred_batch`` where it
+    declares one (a lens whose cost per mask is small and whose fixed cost per call is not, such as the
+    data lens' batched retraining), at most ``max_batch``; else ``max_batch`` or
+    :data:`DEFAULT_MAX_BATCH`. Memory still bounds it: an out-of-memory batch is halved."""
+    preferred = getattr(vf, "preferred_batch", None)
+    if isinstance(preferred, bool) or not isinstance(preferred, (int, np.integer)) or int(preferred) < 1:
+        return int(max_batch) if max_batch is not None else DEFAULT_MAX_BATCH
+    return int(preferred) if max_batch is None else min(int(preferred), int(max_batch))
 
 
 @dataclass
@@ -159,6 +177,22 @@ def _costs(vf: Any, masks: np.ndarray) -> np.ndarray:
     return np.maximum(c, 1e-9)
 
 
+def lens_token_budget(vf: Any) -> float | None:
+    """The padded tokens per call the value function asks for (``batch_tokens``), or None: a positive
+    finite number, else ignored (with a warning) so a bad attribute never stops an audit."""
+    value = getattr(vf, "batch_tokens", None)
+    if value is None:
+        return None
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        budget = math.nan
+    if not (math.isfinite(budget) and budget > 0):
+        log.warning("%s.batch_tokens is %r, not a positive number; packing without it", type(vf).__name__, value)
+        return None
+    return budget
+
+
 class _Progress:
     """A rich progress bar on stderr with masks/s, tokens/s and a cost-based ETA (or nothing)."""
 
@@ -207,24 +241,28 @@ class _Progress:
 class AblationEngine:
     """Computes value-function outputs for masks through the ablation store.
 
-    ``token_budget``: the most padded cost (tokens) one batch may hold (None: no token limit);
-    ``max_batch``: the most masks one batch may hold; ``chunk_size`` / ``flush_seconds``: how often
+    ``token_budget``: the most padded cost (tokens) one batch may hold (None: the value function's
+    ``batch_tokens`` where it has one, else no token limit);
+    ``max_batch``: the most masks one batch may hold (None: no cap of its own); a value function that
+    declares a ``preferred_batch`` gets batches of that size under the cap, any other gets ``max_batch``
+    (None: :data:`DEFAULT_MAX_BATCH`); ``chunk_size`` / ``flush_seconds``: how often
     computed values are written to the store (the most a crash can lose); ``progress``: show a
     progress bar when stderr is a terminal.
     """
 
     def __init__(self, store: AblationStore | None = None, *, token_budget: float | None = None,
-                 max_batch: int = 64, chunk_size: int = 1024, flush_seconds: float = 30.0,
+                 max_batch: int | None = None, chunk_size: int = 1024, flush_seconds: float = 30.0,
                  progress: bool = True, compact_above: int = 256) -> None:
-        if int(max_batch) < 1:
-            raise SpexInputError(f"max_batch must be >= 1; got {max_batch!r}")
+        if max_batch is not None and int(max_batch) < 1:
+            raise SpexInputError(f"max_batch must be >= 1 (or None for the value function's preferred batch); "
+                                 f"got {max_batch!r}")
         if token_budget is not None and not float(token_budget) > 0:
             raise SpexInputError(f"token_budget must be positive (or None for no limit); got {token_budget!r}")
         if int(chunk_size) < 1:
             raise SpexInputError(f"chunk_size must be >= 1; got {chunk_size!r}")
         self.store = store if store is not None else AblationStore()
         self.token_budget = float(token_budget) if token_budget is not None else None
-        self.max_batch = int(max_batch)
+        self.max_batch = int(max_batch) if max_batch is not None else None
         self.chunk_size = int(chunk_size)
         self.flush_seconds = float(flush_seconds)
         self.progress = bool(progress)
@@ -296,7 +334,8 @@ class AblationEngine:
     def _limits_for(self, vf: Any) -> _Limits:
         key = getattr(vf, "fingerprint", None) or f"id:{id(vf)}"
         if key not in self._limits:
-            self._limits[key] = _Limits(self.max_batch, self.token_budget)
+            budget = self.token_budget if self.token_budget is not None else lens_token_budget(vf)
+            self._limits[key] = _Limits(batch_size(vf, self.max_batch), budget)
         return self._limits[key]
 
     def _compute(self, vf: Any, fingerprint: str | None, unique: np.ndarray, missing: np.ndarray,

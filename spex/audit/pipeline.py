@@ -45,6 +45,7 @@ from spex import settings
 from spex.audit import progress, runtime
 from spex.audit.ablate import Ablations, InProcessAblation, add_stats, empty_stats
 from spex.audit.fitting import Fit, fit_subject
+from spex.audit.metering import StageMeter
 from spex.audit.plan import (
     ModelInfo,
     PreparedSubject,
@@ -72,7 +73,6 @@ from spex.audit.sampling import Samples, sample_masks
 from spex.audit.search import Rows, Tables, interaction_tables
 from spex.audit.spec import AuditSpec, subject_digest, validate_spec
 from spex.audit.validation import RemovalPlan, Validation, removal_plan, score
-from spex.engine.methods.base import StageTimer
 from spex.lenses.registry import lens_versions
 from spex.records.gate import verdict as gate_verdict
 
@@ -84,7 +84,8 @@ TOTALS = ("computed", "from_store", "cached_chunks", "chunks")
 @dataclass(frozen=True)
 class SubjectOutcome:
     """One audited subject: held-out R², the recorded ranking (JSON rows), n, budget, the ablation
-    counters with ``seconds`` per stage, and the removal test."""
+    counters with ``seconds`` and ``peak_rss_mib`` per stage (:class:`spex.audit.metering.StageMeter`),
+    and the removal test."""
 
     heldout_r2: float | None
     ranking: Rows
@@ -407,7 +408,7 @@ class _Measured:
     tables: Tables
     validation: Validation
     stats: dict[str, Any]
-    timer: StageTimer
+    timer: StageMeter
 
     def write(self, stages: Stages, ctx: AuditContext, opened: OpenedAudit) -> None:
         stages.record_subject(ctx.to, opened, ctx.spec.lens, self.plan, self.samples, self.ablations, self.fit,
@@ -425,14 +426,14 @@ def _audit_subjects(ctx: AuditContext, stages: Stages, chunks: AblationRunner, p
     next subject), so the workers compute while this process fits, validates and records subject by
     subject; the window bounds the masks held in flight for an audit of thousands of prompts."""
     spec = ctx.spec
-    submitted: dict[str, tuple[Samples, StageTimer, list[Pending]]] = {}
+    submitted: dict[str, tuple[Samples, StageMeter, list[Pending]]] = {}
 
     def measure(plan: SubjectPlan, masks: np.ndarray, role: str) -> Pending:
         return chunks.submit(ctx.spec_dict, plan.id, plan.fingerprint, masks, ctx.store_root, role,
                              spec.batch.chunk_size, ctx.refresh)
 
     def submit(plan: SubjectPlan) -> None:
-        timer = StageTimer()
+        timer = StageMeter()
         with timer.stage("sample"):
             samples = stages.sample(spec, plan)
         progress.emit("stage", subject=plan.id, stage="sample", masks=samples.count)
@@ -479,7 +480,8 @@ def _audit_subjects(ctx: AuditContext, stages: Stages, chunks: AblationRunner, p
                 measured[sid].write(stages, ctx, opened)
             progress.emit("stage_done", subject=sid, stage="record")
         outcome[sid] = SubjectOutcome(heldout_r2=validation.heldout_r2, ranking=tables.ranking, n=plan.n,
-                                      budget=plan.budget, stats={**stats, "seconds": dict(timer.seconds)},
+                                      budget=plan.budget, stats={**stats, "seconds": dict(timer.seconds),
+                                                                 "peak_rss_mib": timer.report()},
                                       removal=validation.removal,
                                       heldout_r2_interval=(validation.heldout_r2_low, validation.heldout_r2_high))
         progress.emit("subject_done", subject=sid, heldout_r2=validation.heldout_r2, stats=stats)

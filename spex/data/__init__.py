@@ -4,6 +4,10 @@
   in negation and contrast ("not bad", "good but too long", "I expected to hate it"); each row has a
   fixed ``split`` (240 train / 60 test, stratified, seeded) so every trained version is scored on the
   same held-out sentences.
+* ``reviews.jsonl`` — 60 movie and product reviews written for this project for the SPEX paper's
+  Sentiment table (``benchmarks/sentiment_table.py``): 20 per length bucket of 8–15, 16–31 and 32–63
+  words (the features lens's word segmentation), 10 positive and 10 negative in each, with negation and
+  contrast ("not bad at all", "loud, heavy and expensive, and I would still buy it again").
 * ``prompts.json`` — prompts for the features lens on SmolLM2 (20-60 words each) and for the MiniLM
   classifier, and prompt/answer tasks for the heads lens.
 """
@@ -35,6 +39,28 @@ def load_sentiment() -> list[dict[str, str]]:
 def sentiment_digest() -> str:
     """Content hash of the sentiment file: a trained model is cached per data version."""
     return bytes_digest(_read("sentiment.jsonl"))
+
+
+REVIEW_BUCKETS: dict[str, tuple[int, int]] = {"8-15": (8, 15), "16-31": (16, 31), "32-63": (32, 63)}
+"""The length buckets of the reviews (inclusive word counts), as in the SPEX paper's Sentiment table."""
+
+
+@lru_cache(maxsize=1)
+def _review_rows() -> tuple[dict[str, str], ...]:
+    rows = tuple(json.loads(line) for line in _read("reviews.jsonl").splitlines() if line.strip())
+    for i, row in enumerate(rows):
+        if set(row) != {"id", "text", "label", "bucket"} or row["bucket"] not in REVIEW_BUCKETS \
+                or row["label"] not in ("positive", "negative"):
+            raise ValueError(f"reviews.jsonl row {i + 1} is malformed: {row}")
+    return rows
+
+
+def load_reviews(bucket: str | None = None) -> list[dict[str, str]]:
+    """Rows ``{"id", "text", "label": "positive"|"negative", "bucket": "8-15"|"16-31"|"32-63"}`` of
+    ``reviews.jsonl`` (one ``bucket`` or all, in file order)."""
+    if bucket is not None and bucket not in REVIEW_BUCKETS:
+        raise ValueError(f"bucket {bucket!r} is not one of {sorted(REVIEW_BUCKETS)}")
+    return [dict(r) for r in _review_rows() if bucket is None or r["bucket"] == bucket]
 
 
 @lru_cache(maxsize=1)

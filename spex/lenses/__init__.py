@@ -2,7 +2,9 @@
 
 * ``spex.lenses.features(model, prompt, ...)`` — words / sentences / spans of a prompt;
 * ``spex.lenses.heads(model, prompts, answers, ...)`` — attention heads;
-* ``spex.lenses.data(train_texts, train_labels, target_text, target_label, ...)`` — training examples.
+* ``spex.lenses.data(train_texts, train_labels, target_text, target_label, ...)`` — training examples;
+* ``spex.lenses.context(model, question, documents, ...)`` — the passages of a RAG prompt (or the
+  sentences / paragraphs of a long context), the question always kept.
 
 Each returns a :class:`~spex.lenses.base.ValueFunction`. The lens functions load on first use: the
 ablation engine imports :mod:`spex.lenses.base` and the spec imports :mod:`spex.lenses.registry`, and
@@ -13,7 +15,7 @@ may share its name (importing a submodule binds the package attribute to it). Th
 modules are named for what their features are: :mod:`~spex.lenses.prompt_features`
 (``FeatureLens``, ``segment``, ``render``), :mod:`~spex.lenses.attention_heads` (``HeadLens``,
 ``head_sites``), :mod:`~spex.lenses.training_data` (``DataLens``, ``LogisticTrainer``,
-``SklearnTrainer``). Each lens is registered once, torch-free, in ``spex/lenses/registrations/<lens>.py``
+``SklearnTrainer``), :mod:`~spex.lenses.context_passages` (``ContextLens``). Each lens is registered once, torch-free, in ``spex/lenses/registrations/<lens>.py``
 (its spec models, version, report view; see :mod:`spex.lenses.registry`).
 """
 

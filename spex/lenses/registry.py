@@ -10,14 +10,15 @@ Torch-free: importing the registry (and so the spec) loads pydantic models only.
 from __future__ import annotations
 
 from spex.lenses.registration import LensRegistration
-from spex.lenses.registrations import data, features, heads
+from spex.lenses.registrations import context, data, features, heads
 
-_REGISTRATIONS: tuple[LensRegistration, ...] = (features.REGISTRATION, heads.REGISTRATION, data.REGISTRATION)
+_REGISTRATIONS: tuple[LensRegistration, ...] = (features.REGISTRATION, heads.REGISTRATION, data.REGISTRATION,
+                                                context.REGISTRATION)
 LENSES: dict[str, LensRegistration] = {lens.name: lens for lens in _REGISTRATIONS}
 
 
 def names() -> tuple[str, ...]:
-    """The registered lens names, in registration order (``features``, ``heads``, ``data``)."""
+    """The registered lens names, in registration order (``features``, ``heads``, ``data``, ``context``)."""
     return tuple(LENSES)
 
 
@@ -34,7 +35,7 @@ def registrations() -> tuple[LensRegistration, ...]:
 
 
 def lens_versions() -> str:
-    """Versions of the lens code, ``spex=<version>;features=<v>;heads=<v>;data=<v>``: a lens bumps its
+    """Versions of the lens code, ``spex=<version>;features=<v>;heads=<v>;data=<v>;context=<v>``: a lens bumps its
     version when a mask's value changes, which invalidates the prepared subjects cached under it."""
     import spex
 

@@ -42,6 +42,7 @@ from spex.lenses.registrations.data import (
     DataSubject,
     check_target_label,
     load_training_set,
+    preferred_batch,
 )
 
 __all__ = ["LENS_VERSION", "DataLens", "DataProblem", "LogisticTrainer", "SklearnTrainer", "Trainer", "data",
@@ -247,6 +248,13 @@ class DataLens(ValueFunction):
         )
         self.full_value = float(self.compute(np.ones((1, self.n_features), dtype=bool))[0])
 
+    @property
+    def preferred_batch(self) -> int:
+        """Masks per :meth:`compute` call the ablation engine should send (it caps them at its
+        ``max_batch``): :func:`spex.lenses.registrations.data.preferred_batch` of the training set's
+        size, since one call retrains a (B, n_train) batch whatever the grouping."""
+        return preferred_batch(len(self.problem.texts))
+
     def example_masks(self, masks: np.ndarray) -> np.ndarray:
         """Masks over groups -> masks over training examples."""
         return np.asarray(masks, dtype=bool)[:, self.group_of]
@@ -284,14 +292,14 @@ def data(train_texts: Sequence[str], train_labels: Sequence[Hashable], target_te
                              f"texts and {len(labels)} labels")
     class_list = list(classes) if classes is not None else sorted(set(labels) | {target_label}, key=str)
     index = {c: i for i, c in enumerate(class_list)}
-    unknown = sorted({str(l) for l in labels + [target_label] if l not in index})
+    unknown = sorted({str(label) for label in labels + [target_label] if label not in index})
     if unknown:
         raise SpexInputError(f"labels {unknown} are not among classes {class_list}")
     check_target_label(labels, target_label)
     if len(class_list) < 2:
         raise SpexInputError("the data lens needs at least two classes")
     trainer = trainer or LogisticTrainer()
-    problem = DataProblem(texts=texts, labels=np.array([index[l] for l in labels]), classes=class_list,
+    problem = DataProblem(texts=texts, labels=np.array([index[label] for label in labels]), classes=class_list,
                           target_text=str(target_text), target_class=index[target_label])
     identity = None
     if trainer.needs_embeddings:

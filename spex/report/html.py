@@ -7,13 +7,14 @@ labels, model names, gate notes) is HTML-escaped: a prompt holding markup or a s
 never run. This module computes what the templates show (which features, which colours, where on the
 heatmap); the templates only lay it out.
 
-Per subject: the subject (prompt text / head grid / training examples, by its view's ``kind``) shaded
-by each feature's first-order effect (Shapley value); the top interactions with their standard error
-(``±``) and confidence interval (as numbers and as a bar on a scale shared by the rows, so the widths
-compare and an interval crossing zero shows), each drawn over the subject with its members highlighted
-(and hovering a row highlights them in the main view); a pairwise interaction heatmap; held-out
-faithfulness and the removal test. The gate table gives each gate's state (passed, FAILED, or undecided:
-within noise of its threshold). For a release, per subject, the diff against the baseline.
+Per subject: the subject (prompt text / head grid / training examples / a context's passages, by its
+view's ``kind``) shaded by each feature's first-order effect (Shapley value); the top interactions with
+their standard error (``±``) and confidence interval (as numbers and as a bar on a scale shared by the
+rows, so the widths compare and an interval crossing zero shows), each drawn over the subject with its
+members highlighted (and hovering a row highlights them in the main view); a pairwise interaction
+heatmap; held-out faithfulness and the removal test. The gate table gives each gate's state (passed,
+FAILED, or undecided: within noise of its threshold). For a release, per subject, the diff against the
+baseline.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ POS = (214, 69, 36)     # raises the output
 NEG = (37, 99, 235)     # lowers the output
 HEATMAP_MAX = 40        # features on the heatmap's axes (the strongest by first-order effect)
 TOP_DRAWN = 5           # top interactions drawn over the subject
+LINKS_DRAWN, LINK_ROW, LINK_BULGE = 8, 32, 180  # context lens: strongest pairs drawn as links between sources; px per source (a one-line source's
+# height, so nodes sit beside their sources); the widest an arc bows out
 HEATMAP_CELL, HEATMAP_LABELS = 16, 110  # px: one cell, the band of axis labels
 INTERVAL_W, INTERVAL_H, INTERVAL_PAD = 140, 14, 4  # px: the interval bar of a ranking row
 TEMPLATES = "templates"
@@ -125,6 +128,8 @@ def subject_view(s: SubjectReport, effects: list[float]) -> dict[str, Any]:
         view.update(_grid(s))
     elif kind == "examples":
         view.update(_examples(s, effects))
+    elif kind == "documents":
+        view.update(_documents(s))
     else:
         view["parts"], view["tail"] = _text_parts(s)
     return view
@@ -161,6 +166,33 @@ def _examples(s: SubjectReport, effects: list[float]) -> dict[str, Any]:
         example = examples[i] if i < len(examples) else {"text": s.labels[i], "label": ""}
         rows.append((i, example.get("text"), example.get("label")))
     return {"rows": rows, "target": s.view.get("target"), "target_label": s.view.get("target_label")}
+
+
+def _documents(s: SubjectReport) -> dict[str, Any]:
+    """Context lens: the sources in reading order, and the strongest pairs as links between them
+    (an arc diagram: one node per source, an arc per pair, coloured by sign, thicker when stronger)."""
+    texts = s.view.get("documents") or []
+    rows = [(i, s.labels[i] if i < len(s.labels) else str(i), texts[i] if i < len(texts) else "") for i in range(s.n)]
+    pairs = sorted((r for r in s.pairs if len(r["members"]) == 2 and all(0 <= m < s.n for m in r["members"])),
+                   key=lambda r: -abs(r["value"]))[:LINKS_DRAWN]
+    scale = max((abs(r["value"]) for r in pairs), default=0.0)
+    step, top, left = LINK_ROW, LINK_ROW // 2 + 6, 26
+    y = [top + i * step for i in range(s.n)]
+    arcs = []
+    for r in pairs:
+        a, b = sorted(r["members"])
+        bulge = left + 10 + min((b - a) * step * 0.45, LINK_BULGE)
+        width = 1.0 + 4.0 * abs(r["value"]) / scale if scale > 0 else 1.0
+        name = f"{s.labels[a] if a < len(s.labels) else a} × {s.labels[b] if b < len(s.labels) else b}"
+        arcs.append({"d": f"M{left},{y[a]} C{bulge:.1f},{y[a]} {bulge:.1f},{y[b]} {left},{y[b]}",
+                     "stroke": shade(r["value"], scale, 1.0), "width": f"{width:.2f}", "members": f"{a},{b}",
+                     "title": f"#{a} × #{b} ({name}): {r['value']:+.4g}"})
+    width = left + 12 + min(max((abs(b - a) for a, b in (sorted(r["members"]) for r in pairs)), default=1) * step * 0.35,
+                            LINK_BULGE)
+    return {"rows": rows, "question": s.view.get("question"), "target": s.view.get("target"),
+            "unit": s.view.get("unit") or "document",
+            "links": {"arcs": arcs, "nodes": list(zip(range(s.n), y)), "x": left, "width": int(width) + 8,
+                      "height": top + s.n * step, "scale": scale, "shown": len(arcs)}}
 
 
 def heatmap(s: SubjectReport, effects: list[float]) -> dict[str, Any] | None:

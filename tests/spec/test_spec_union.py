@@ -106,7 +106,7 @@ def test_lens_versions_is_the_pipeline_cache_key_string() -> None:
     import spex
 
     expected = ";".join([f"spex={spex.__version__}"] + [f"{r.name}={r.version}" for r in registry.registrations()])
-    assert registry.lens_versions() == expected == f"spex={spex.__version__};features=1;heads=1;data=1"
+    assert registry.lens_versions() == expected == f"spex={spex.__version__};features=1;heads=1;data=1;context=1"
 
 
 def test_spec_and_registry_import_without_torch() -> None:
@@ -119,7 +119,7 @@ def test_spec_and_registry_import_without_torch() -> None:
 def test_lens_functions_and_modules_do_not_collide() -> None:
     code = ("import spex\n"
             "from spex.lenses.prompt_features import FeatureLens, render, segment\n"
-            "import spex.lenses.attention_heads, spex.lenses.training_data\n"
-            "print([getattr(spex.lenses, n).__module__ for n in ('features', 'heads', 'data')])")
+            "import spex.lenses.attention_heads, spex.lenses.training_data, spex.lenses.context_passages\n"
+            "print([getattr(spex.lenses, n).__module__ for n in ('features', 'heads', 'data', 'context')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str([registry.get(n).implementation for n in ("features", "heads", "data")])
+    assert out.stdout.strip() == str([registry.get(n).implementation for n in ("features", "heads", "data", "context")])

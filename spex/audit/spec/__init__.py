@@ -1,7 +1,7 @@
 """The audit spec: one YAML file that says what to audit, how, and what must hold for a release.
 
     model: models:/sentiment@champion        # or {uri: ..., device: cpu, dtype: float32}
-    lens: features                           # features | heads | data (spex.lenses.registry)
+    lens: features                           # features | heads | data | context (spex.lenses.registry)
     lens_options: {unit: word, max_new_tokens: 16}
     subjects:                                # inline, or {file: prompts.jsonl}
       - {id: hotel, prompt: "The room was small but the staff were kind."}
@@ -49,6 +49,7 @@ from spex.audit.spec.subjects import (
     subject_payload,
     subject_view,
 )
+from spex.lenses.registrations.context import ContextOptions, ContextSubject
 from spex.lenses.registrations.data import DataOptions, DataSubject, TrainExample
 from spex.lenses.registrations.features import FeaturesOptions, FeaturesSubject
 from spex.lenses.registrations.heads import HeadsOptions, HeadsSubject
@@ -60,6 +61,8 @@ __all__ = [
     "SPEC_TYPES",
     "AuditSpec",
     "BatchSpec",
+    "ContextOptions",
+    "ContextSubject",
     "DataOptions",
     "DataSubject",
     "FeaturesOptions",

@@ -46,6 +46,8 @@ _HINTS: dict[str, str] = {
     "subjects.answers": "give one answer per prompt",
     "subjects.text": "give the target example's text",
     "subjects.label": "give the target example's class",
+    "subjects.question": "give the question asked about the documents",
+    "subjects.documents": "give the passages as a list of strings (or one long text with lens_options.unit: sentence)",
     "lens_options.train": "give inline examples, a JSONL file or builtin:sentiment",
     "baseline": "write the baseline model's URI, e.g. models:/<name>/<version>",
 }

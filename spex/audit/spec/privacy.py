@@ -18,6 +18,8 @@ REDACTED = "[redacted]"
 def _redacted(value: Any) -> Any:
     if isinstance(value, list):
         return [_redacted(v) for v in value]
+    if isinstance(value, dict):  # a nested section of a subject (the context lens's ``expect``)
+        return {k: _redacted(v) for k, v in value.items()}
     if isinstance(value, str):
         return REDACTED
     return value
@@ -45,13 +47,17 @@ def redact_subject_info(info: dict[str, Any]) -> dict[str, Any]:
     view = dict(info.get("view") or {})
     describe = {k: v for k, v in (info.get("describe") or {}).items()
                 if k not in ("prompt", "prompts", "system", "target", "targets", "answers", "reference", "replacement",
-                             "target_text", "texts")}
+                             "target_text", "texts", "template", "question")}
     if view.get("kind") == "grid":
         return {**info, "target": REDACTED if info.get("target") is not None else None, "describe": describe}
     if "text" in view:
         view["text"] = None
     if "target" in view:
         view["target"] = REDACTED
+    if "question" in view:
+        view["question"] = REDACTED
+    if "documents" in view:
+        view["documents"] = [REDACTED] * len(view["documents"])
     if "examples" in view:
         view["examples"] = [{"text": REDACTED, "label": e.get("label")} for e in view["examples"]]
     view["redacted"] = True

@@ -173,11 +173,22 @@ class Gates(SpecModel):
 
 
 class BatchSpec(SpecModel):
-    """How the ablation engine batches model calls and how a subject's masks are split into tasks."""
+    """How the ablation engine batches model calls and how a subject's masks are split into tasks.
+
+    A chunk is measured by one engine call, so a chunk smaller than ``max_batch`` caps the batches at
+    the chunk: ``chunk_size`` left out is therefore at least ``max_batch`` (512 otherwise)."""
 
     max_batch: int = Field(64, ge=1, le=1_000_000)
     token_budget: float | None = Field(None, gt=0)
     chunk_size: int = Field(512, ge=1, le=10_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chunk_holds_a_batch(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and "chunk_size" not in value and isinstance(value.get("max_batch"), int) \
+                and not isinstance(value["max_batch"], bool) and value["max_batch"] > 512:
+            return {**value, "chunk_size": value["max_batch"]}
+        return value
 
 
 class PrivacySpec(SpecModel):

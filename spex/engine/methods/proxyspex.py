@@ -6,12 +6,18 @@
    {3, 5} depth search never beat depth 5 alone after the refit (``docs/engine.md``); pass
    ``depths=(3, 5)`` to search; optionally refit on all masks (``retrain_full``; off by default: the
    proxy only ranks candidate coefficients, and the final least-squares refit uses all masks);
+   from n = 256 features on (``screen="auto"``), the proxy is fit on the features a Fourier screen
+   keeps (:mod:`spex.engine.methods.screening`; residual passes with short proxies add what the first
+   pass missed, up to ``screen_rounds``), with row-wise histograms, and widened back to n features:
+   at n = 2,048-4,096 LightGBM otherwise spends nearly all its time on columns that never split
+   (``docs/engine.md``, "ProxySPEX at scale"); ``screen="off"`` fits on every feature;
 3. the proxy's spectrum read exactly from its trees (:mod:`spex.engine.methods.trees`);
 4. support selection: candidates ranked by |F| from the proxy; the support size k is chosen by
-   held-out R² of a least-squares refit, all k at once from one QR factorisation (prefixes of
+   held-out R² of a least-squares refit, all k at once from one triangular factor (prefixes of
    the columns) — or the reference's 95 % cumulative-energy rule (``selection="energy"``);
-5. the chosen support refit on all masks: least squares (default), or ridge / lasso with
-   cross-validation (``refit_solver``).
+5. the chosen support refit on all masks: least squares (default; Cholesky fast path on
+   well-conditioned designs, :mod:`spex.engine.linalg`), or ridge / lasso with cross-validation
+   (``refit_solver``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from spex.engine import sampling as mask_sampling
 from spex.engine import sets
 from spex.engine.batching import MaskEvaluator
 from spex.engine.heldout import r2
-from spex.engine.linalg import independent_columns, least_squares
+from spex.engine.linalg import least_squares_tall, prefix_factor
 from spex.engine.methods.base import (
     Method,
     StageTimer,
@@ -36,12 +42,17 @@ from spex.engine.methods.base import (
     float_option,
     int_option,
 )
-from spex.engine.methods.trees import tree_spectrum
+from spex.engine.methods.screening import FourierScreen
+from spex.engine.methods.trees import tree_spectrum, widen_model
 from spex.engine.spectrum import Spectrum
 from spex.errors import SpexInputError
 
 
-def _lgb_params(depth: int, learning_rate: float, n_rows: int, seed: int, num_threads: int) -> dict[str, Any]:
+def _lgb_params(depth: int, learning_rate: float, n_rows: int, seed: int, num_threads: int,
+                row_wise: bool = False) -> dict[str, Any]:
+    """LightGBM's settings. ``row_wise``: row-wise histograms (one pass over each row's features),
+    twice as fast as column-wise on the few dozen features of a screened proxy (docs/engine.md); the
+    unscreened proxy keeps column-wise, so its trees (and results) stay what they were."""
     return {
         "objective": "regression",
         "learning_rate": learning_rate,
@@ -53,7 +64,8 @@ def _lgb_params(depth: int, learning_rate: float, n_rows: int, seed: int, num_th
         "verbose": -1,
         "seed": seed,
         "deterministic": True,
-        "force_col_wise": True,
+        "force_col_wise": not row_wise,
+        "force_row_wise": row_wise,
         "num_threads": num_threads,
         "feature_pre_filter": False,
     }
@@ -71,13 +83,14 @@ def fit_proxy(
     seed: int,
     num_threads: int,
     retrain_full: bool,
+    row_wise: bool = False,
 ) -> tuple[lgb.Booster, dict[str, Any]]:
     """Early-stopped LightGBM per depth on the train split; the best depth refit on all rows."""
     xf = x.astype(np.float32)
     train = ~valid
     results = []
     for depth in depths:  # a handful of configurations
-        params = _lgb_params(depth, learning_rate, int(train.sum()), seed, num_threads)
+        params = _lgb_params(depth, learning_rate, int(train.sum()), seed, num_threads, row_wise)
         dtrain = lgb.Dataset(xf[train], label=y[train], params={"verbose": -1})
         dvalid = lgb.Dataset(xf[valid], label=y[valid], reference=dtrain)
         booster = lgb.train(
@@ -92,7 +105,7 @@ def fit_proxy(
         results.append((score, depth, trees, booster))
     score, depth, trees, booster = max(results, key=lambda r: (r[0], -r[1]))
     if retrain_full:
-        params = _lgb_params(depth, learning_rate, len(y), seed, num_threads)
+        params = _lgb_params(depth, learning_rate, len(y), seed, num_threads, row_wise)
         booster = lgb.train(params, lgb.Dataset(xf, label=y, params={"verbose": -1}), num_boost_round=trees)
     else:
         booster.free_dataset()
@@ -123,23 +136,22 @@ def select_by_holdout(
 ) -> tuple[int, list[dict[str, float]], np.ndarray]:
     """Support size k whose least-squares fit on the train rows predicts the validation rows best.
 
-    Column 0 of ``design`` is the constant; k counts the others. One QR of the train design serves
-    every k: the fit on the first k+1 columns uses R[:k+1, :k+1]. Candidates that are linear
-    combinations of higher-ranked ones on the train rows are dropped first (a vanishing R[j, j]): their
-    coefficients are not identified by the sample and would be huge (see :mod:`spex.engine.linalg`).
+    Column 0 of ``design`` is the constant; k counts the others. One triangular factor of the train
+    design serves every k: the fit on the first k+1 columns uses R[:k+1, :k+1]
+    (:func:`spex.engine.linalg.prefix_factor`: Cholesky of the Gram matrix when it is well
+    conditioned, QR otherwise). Candidates that are linear combinations of higher-ranked ones on the
+    train rows are dropped first (a vanishing R[j, j]): their coefficients are not identified by the
+    sample and would be huge (see :mod:`spex.engine.linalg`).
     Returns (k, the validation curve, the kept candidate columns as a bool mask over columns 1..)."""
-    q, r = np.linalg.qr(design[~valid])
-    kept = independent_columns(design[~valid], r)
+    r, qty, kept = prefix_factor(design[~valid], y[~valid])
     kept[0] = True
-    if not kept.all():
-        design = design[:, kept]
-        q, r = np.linalg.qr(design[~valid])
-    qty = q.T @ y[~valid]
+    held = design[valid][:, kept]
     curve = []
-    for k in support_grid(max(1, design.shape[1] - 1)) if design.shape[1] > 1 else []:  # ~a dozen sizes
+    width = int(kept.sum())
+    for k in support_grid(max(1, width - 1)) if width > 1 else []:  # ~a dozen sizes
         with np.errstate(all="ignore"):
             beta = solve_triangular(r[: k + 1, : k + 1], qty[: k + 1], check_finite=False)
-            pred = design[valid][:, : k + 1] @ beta
+            pred = held[:, : k + 1] @ beta
         score = r2(y[valid], pred) if np.all(np.isfinite(pred)) else -np.inf
         curve.append({"k": int(k), "valid_r2": float(score)})
     best = max(curve, key=lambda c: (c["valid_r2"], -c["k"])) if curve else {"k": 0}
@@ -160,6 +172,8 @@ def select_by_energy(coefficients: np.ndarray, energy: float) -> int:
 
 
 REFIT_SOLVERS = ("lstsq", "ridge", "lasso")
+SCREEN_MODES = ("auto", "on", "off")
+SCREEN_AUTO_N = 256  # "auto" screens from this many features on (docs/engine.md, ProxySPEX at scale)
 MAX_DEPTH = 17  # LightGBM's num_leaves (2**depth here) is at most 131072
 
 
@@ -171,7 +185,7 @@ def refit_coefficients(design: np.ndarray, y: np.ndarray, solver: str, seed: int
     noisy values (column 0 is the constant and is not shrunk differently: no intercept is added).
     """
     if solver == "lstsq":
-        return least_squares(design, y)
+        return least_squares_tall(design, y)
     if solver == "ridge":
         from sklearn.linear_model import RidgeCV
 
@@ -189,7 +203,7 @@ class ProxySPEX(Method):
         "pair_complements": True,
         "depths": (5,),
         "learning_rate": 0.2,
-        "max_trees": 1000,
+        "max_trees": 500,  # early stopping ended every benchmarked unscreened fit by 494 trees; see docs
         "early_stopping": 30,
         "validation_fraction": 0.2,
         "retrain_full": False,
@@ -200,6 +214,11 @@ class ProxySPEX(Method):
         "refit": True,
         "refit_solver": "lstsq",
         "num_threads": 1,  # see spex.explain(threads=): oversubscribed OpenMP spin-waits
+        "screen": "auto",
+        "screen_false_positives": 0.1,
+        "screen_rounds": 10,
+        "screen_trees": 100,
+        "screen_partners": 64,
     }
 
     def __init__(self, **options: Any) -> None:
@@ -225,14 +244,21 @@ class ProxySPEX(Method):
         int_option(o["max_selection_rows"], "max_selection_rows", 8, 100_000_000)
         choice_option(o["refit_solver"], "refit_solver", REFIT_SOLVERS)
         int_option(o["num_threads"], "num_threads", 0, 4096)
+        choice_option(o["screen"], "screen", SCREEN_MODES)
+        float_option(o["screen_false_positives"], "screen_false_positives", 0.0, 1e6, low_open=True)
+        int_option(o["screen_rounds"], "screen_rounds", 1, 100)
+        int_option(o["screen_trees"], "screen_trees", 1, 1_000_000)
+        int_option(o["screen_partners"], "screen_partners", 0, 1_000_000)
 
     def minimum_budget(self, n: int) -> int:
         return 32
 
     def bytes_per_mask(self, n: int) -> int:
-        """Besides the masks: a float32 copy for LightGBM, and the refit's parity design of every mask
-        against the selected support (up to ``max_support`` + 1 float64 columns)."""
-        return super().bytes_per_mask(n) + 4 * n + 8 * (int(self.options["max_support"]) + 1)
+        """Besides the masks: a float32 copy for LightGBM (of the screened columns only when screening,
+        plus the screen's float32 signs of one mask per pair, 2n), and the parity design of every mask
+        against every candidate and against the selected support (up to ``max_support`` + 1 float64
+        columns each)."""
+        return super().bytes_per_mask(n) + 4 * n + 16 * (int(self.options["max_support"]) + 1)
 
     def fit(
         self, evaluate: MaskEvaluator, n: int, budget: int, seed: int, timer: StageTimer
@@ -245,17 +271,7 @@ class ProxySPEX(Method):
             n_valid = max(8, int(round(budget * float(o["validation_fraction"]))))
             valid[mask_sampling.rng(seed, "split").permutation(budget)[:n_valid]] = True
         y = evaluate(x)
-        with timer.stage("fit"):
-            booster, diagnostics = fit_proxy(
-                x, y, valid,
-                depths=tuple(int(d) for d in o["depths"]),
-                learning_rate=float(o["learning_rate"]),
-                max_trees=int(o["max_trees"]),
-                early_stopping=int(o["early_stopping"]),
-                seed=seed,
-                num_threads=int(o["num_threads"]),
-                retrain_full=bool(o["retrain_full"]),
-            )
+        booster, diagnostics = self._fit_proxy(x, y, valid, seed, timer)
         with timer.stage("extraction"):
             full = tree_spectrum(booster.model_to_string(), n)
         with timer.stage("refit"):
@@ -264,6 +280,60 @@ class ProxySPEX(Method):
         diagnostics["proxy_coefficients"] = len(full)
         self.booster_ = booster  # kept for tracking (logged as the proxy model)
         return spectrum, diagnostics
+
+    def screens(self, n: int) -> bool:
+        """Whether the proxy is fit on screened features (``screen``: "auto" from SCREEN_AUTO_N on)."""
+        mode = self.options["screen"]
+        return mode == "on" or (mode == "auto" and n >= SCREEN_AUTO_N)
+
+    def _fit_proxy(
+        self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, seed: int, timer: StageTimer
+    ) -> tuple[lgb.Booster, dict[str, Any]]:
+        """The proxy over all features, or — when screening — over the screened ones, re-screened on
+        its residual up to ``screen_rounds`` times; a screened booster is widened back to n features."""
+        o = self.options
+        n = x.shape[1]
+
+        def fit(columns: np.ndarray | None, max_trees: int) -> tuple[lgb.Booster, dict[str, Any]]:
+            with timer.stage("fit"):
+                return fit_proxy(
+                    x if columns is None else x[:, columns], y, valid,
+                    depths=tuple(int(d) for d in o["depths"]),
+                    learning_rate=float(o["learning_rate"]),
+                    max_trees=max_trees,
+                    early_stopping=int(o["early_stopping"]),
+                    seed=seed,
+                    num_threads=int(o["num_threads"]),
+                    retrain_full=bool(o["retrain_full"]) and max_trees == int(o["max_trees"]),
+                    row_wise=columns is not None,
+                )
+
+        if not self.screens(n):
+            return fit(None, int(o["max_trees"]))
+        fp, partners = float(o["screen_false_positives"]), int(o["screen_partners"])
+        with timer.stage("screening"):
+            screener = FourierScreen(x, paired=bool(o["pair_complements"]))
+            features = screener.keep(y, false_positives=fp, max_partners=partners)
+        if len(features) == 0:  # nothing detectable: no screening (the trees get every feature)
+            features = np.arange(n)
+        kept = [int(len(features))]
+        while len(kept) < int(o["screen_rounds"]) and len(features) < n:
+            # a short proxy, only for its residual: what it cannot fit is what the screen missed
+            short, _ = fit(features, min(int(o["screen_trees"]), int(o["max_trees"])))
+            with timer.stage("screening"):
+                residual = y - short.predict(x[:, features].astype(np.float32))
+                gain = short.feature_importance("gain")
+                ranked = features[np.argsort(-gain, kind="stable")]
+                wider = screener.keep(residual, false_positives=fp, max_partners=partners, ranked_base=ranked)
+            if len(wider) == len(features):
+                break
+            features = wider
+            kept.append(int(len(features)))
+        booster, diagnostics = fit(features, int(o["max_trees"]))
+        diagnostics["screened_features"] = kept
+        if len(features) < n:
+            booster = lgb.Booster(model_str=widen_model(booster.model_to_string(), features, n))
+        return booster, diagnostics
 
     def _selection_rows(self, valid: np.ndarray) -> np.ndarray:
         """Rows used to choose k: all of them up to ``max_selection_rows`` (evenly thinned beyond),
@@ -282,16 +352,21 @@ class ProxySPEX(Method):
         constant = np.zeros((1, members.shape[1]), dtype=np.int32) + sets.PAD
         if len(members) == 0:
             return Spectrum(full.n, constant, [float(np.mean(y))]), {"support_size": 0, "selection": o["selection"]}
+        design = None  # (B, 1 + K): every mask against the constant and every candidate
         if o["selection"] == "energy":
             k, curve = select_by_energy(coefficients, float(o["energy"])), None
         else:
             rows = self._selection_rows(valid)
-            design = np.hstack([np.ones((len(rows), 1)), sets.parity_design(x[rows], members, full.n)])
-            k, curve, kept = select_by_holdout(design, y[rows], valid[rows])
+            design = sets.parity_design_used(x, np.vstack([constant, members]), full.n)
+            k, curve, kept = select_by_holdout(design[rows], y[rows], valid[rows])
             members, coefficients = members[kept], coefficients[kept]
+            columns = np.concatenate([[0], 1 + np.flatnonzero(kept)[:k]])
+            design = design if len(columns) == design.shape[1] else design[:, columns]
         support = np.vstack([constant, members[:k]])
         if o["refit"]:
-            coef = refit_coefficients(sets.parity_design(x, support, full.n), y, o["refit_solver"], self.seed_)
+            if design is None:
+                design = sets.parity_design_used(x, support, full.n)
+            coef = refit_coefficients(design, y, o["refit_solver"], self.seed_)
         else:
             coef = np.concatenate([[full.constant], coefficients[:k]])
         diag: dict[str, Any] = {"support_size": int(k), "selection": o["selection"], "refit": bool(o["refit"])}

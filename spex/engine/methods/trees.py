@@ -161,3 +161,50 @@ def tree_spectrum(model_text: str, n: int) -> Spectrum:
     members = np.concatenate([sets.pad_to(m, width) for m in members_parts])
     merged, coefficients = sets.group_sum(members, np.concatenate(value_parts), n)
     return Spectrum(n, merged, coefficients, merge=False)
+
+
+def widen_model(model_text: str, features: np.ndarray, n: int) -> str:
+    """The model text of a booster trained on the columns ``features`` of the masks, rewritten as
+    the same model over all n features (column j becomes feature ``features[j]``).
+
+    Why: a screened proxy (:mod:`spex.engine.methods.screening`) is trained on a few dozen columns,
+    but its spectrum, its tracking record and anyone who loads it speak of the n features of the
+    masks. Only feature indices and names change; leaf values and thresholds are copied verbatim, so
+    the widened model predicts on (B, n) masks exactly what the original predicts on their
+    ``features`` columns. ``tree_sizes`` is dropped (it holds byte lengths of the old tree texts;
+    LightGBM then parses the trees one after another)."""
+    features = np.asarray(features, dtype=np.int64)
+    if features.ndim != 1 or (len(features) and (features.min() < 0 or features.max() >= n)):
+        raise ValueError(f"features must be indices in [0, {n}); got {features!r}")
+    head, sep, rest = model_text.partition("\nTree=")
+    body, sep_end, tail = (sep + rest).partition("\nend of trees")
+    infos: list[str] = []
+    lines = []
+    for line in head.split("\n"):
+        key, eq, value = line.partition("=")
+        if eq and key == "feature_infos":
+            infos = value.split(" ")
+            wide = ["none"] * n
+            for j, info in zip(features.tolist(), infos, strict=True):
+                wide[j] = info
+            line = "feature_infos=" + " ".join(wide)
+        elif eq and key == "max_feature_idx":
+            line = f"max_feature_idx={n - 1}"
+        elif eq and key == "feature_names":
+            line = "feature_names=" + " ".join(f"Column_{i}" for i in range(n))
+        elif eq and key == "tree_sizes":
+            continue
+        lines.append(line)
+    out_body = []
+    for line in body.split("\n"):
+        if line.startswith("split_feature="):
+            local = np.array(line[len("split_feature="):].split(), dtype=np.int64)
+            line = "split_feature=" + " ".join(map(str, features[local].tolist()))
+        out_body.append(line)
+    out_tail = []
+    for line in tail.split("\n"):  # feature_importances: Column_j=count
+        key, eq, value = line.partition("=")
+        if eq and key.startswith("Column_") and key[len("Column_"):].isdigit():
+            line = f"Column_{features[int(key[len('Column_'):])]}={value}"
+        out_tail.append(line)
+    return "\n".join(lines) + "\n".join(out_body) + sep_end + "\n".join(out_tail)

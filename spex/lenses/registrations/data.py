@@ -24,6 +24,24 @@ from spex.lenses.spec_files import read_jsonl
 
 LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
 
+MAX_BATCH = 1024
+"""The spec's default ``batch.max_batch`` for the data lens: the cap on masks per retraining call. The
+lens's own choice below it is :func:`preferred_batch` (benchmarks/data_scale.py measures both)."""
+
+_BATCH_ELEMENTS = 1 << 18
+"""Mask x example entries per retraining call that keep its (B, n) float64 working tensors at ~2 MiB,
+in a CPU core's cache: beyond that each gradient step streams them from memory and a batch gets slower
+per mask (measured at n = 240-2,000; benchmarks/README.md, data lens at scale)."""
+
+
+def preferred_batch(n_train: int) -> int:
+    """Masks per retraining call at ``n_train`` training examples: the power of two nearest below
+    2^18 / n_train, between 64 and :data:`MAX_BATCH` (1,024 at n <= 256, 256 at n = 1,000, 128 at
+    n = 2,000). Why not more: the batched trainer is memory-bound per step; why not less: each call
+    pays fixed costs (Python and torch dispatch per step, a store chunk per engine call)."""
+    target = max(1, _BATCH_ELEMENTS // max(int(n_train), 1))
+    return int(min(MAX_BATCH, max(64, 1 << (target.bit_length() - 1))))
+
 
 class TrainExample(SpecModel):
     text: str = Field(min_length=1)
@@ -159,6 +177,7 @@ REGISTRATION = LensRegistration(
     view=view,
     count_features=count_features,
     default_options={"train": "builtin:sentiment"},
+    max_batch=MAX_BATCH,
     subject_text_fields=("text",),
     redact_options=redact_options,
     check_options=check_options,

@@ -9,7 +9,7 @@
       if(hit){nodes[k].classList.add('hl');}else{nodes[k].classList.remove('hl');}
     }
   }
-  var rows = document.querySelectorAll('tr[data-members]');
+  var rows = document.querySelectorAll('[data-members]');  // table rows, and the context lens's links
   for(var i=0;i<rows.length;i++){
     rows[i].addEventListener('mouseenter', function(){mark(this, true);});
     rows[i].addEventListener('mouseleave', function(){mark(this, false);});
