@@ -361,9 +361,10 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
 
 
 def _mlflow_run_url(result: AuditOutcome, tracking_uri: str | None = None) -> str:
+    from spex.records import tracking
+
     uri = tracking_uri or settings.mlflow_tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{result.mlflow_experiment_id}/runs/{result.mlflow_run_id}"
+    return tracking.run_url(tracking.ui_base(uri), result.mlflow_experiment_id, result.mlflow_run_id)
 
 
 def _json_outcome(result: AuditOutcome, top: int | None) -> dict[str, Any]:

@@ -13,9 +13,11 @@ MLflow store, Prefect's ephemeral API, everything under the data dir).
    (``sentiment-heads.yaml``, ``sentiment-data.yaml``), diffed, gated, and version 2 tagged with the
    outcome.
 
-It prints the ranked interactions, the gate tables, where the reports are and the command that opens
-the MLflow UI. A second ``make demo`` reuses everything (trained models, registry versions, ablations,
-Prefect task caches) and finishes in a fraction of the time.
+It prints the ranked interactions, the gate tables, where the reports are, the command that opens
+the MLflow UI and the pages to open in it (:func:`dashboard_links`): each audit's runs, a subject's
+figures, the interaction-drift charts across versions 1 and 2, and version 2's registry page with its
+verdict per spec (``docs/dashboards.md`` shows them). A second ``make demo`` reuses everything (trained
+models, registry versions, ablations, Prefect task caches) and finishes in a fraction of the time.
 
 Like the CLI, this is an application entry point: it imports the Prefect flows (``flows/``) lazily.
 """
@@ -88,6 +90,40 @@ def register_sentiment_versions(tracking_uri: str | None = None, log: Any = prin
     return versions
 
 
+def dashboard_links(outcomes: list[tuple[str, Any]], *, model: str = REGISTERED_MODEL, version: str = "2",
+                    tracking_uri: str | None = None) -> list[tuple[str, str]]:
+    """(what, address) of the MLflow UI pages that show the demo's audits: the runs of each audited
+    model's experiment, the figures of the last audit's first subject, each drift run's metric charts of
+    ``model`` (one line per top interaction across versions), and ``model`` version ``version``'s
+    registry page (its verdict table). ``outcomes``: (title, AuditOutcome), as the demo collects them."""
+    from spex import settings
+    from spex.records import tracking
+
+    uri = tracking_uri or settings.mlflow_tracking_uri()
+    base = tracking.ui_base(uri)
+    tracker = tracking.AuditTracker(uri)
+    links: list[tuple[str, str]] = []
+    seen = set()
+    for _, outcome in outcomes:
+        if outcome.mlflow_experiment_id not in seen:
+            seen.add(outcome.mlflow_experiment_id)
+            links.append((f"runs of the audits of {outcome.model.name}",
+                          tracking.experiment_url(base, outcome.mlflow_experiment_id)))
+    if outcomes:
+        title, last = outcomes[-1]
+        children = sorted(tracker.child_runs(last.mlflow_run_id), key=lambda r: r.info.run_name or "")
+        if children:
+            child = children[0]
+            links.append((f"figures of subject {child.data.tags.get(tracking.TAG_SUBJECT, '?')} ({title})",
+                          tracking.run_url(base, last.mlflow_experiment_id, child.info.run_id,
+                                           "artifacts/figures/interactions.png")))
+    for drift in tracker.drift_runs(model):
+        links.append((f"interaction drift across versions: {drift.name}",
+                      tracking.metric_charts_url(base, drift.experiment_id, drift.run_id)))
+    links.append((f"registry: {model} version {version}, its verdict per spec", tracking.model_version_url(base, model, version)))
+    return links
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 when every part ran (gates may pass or fail: that is the audit's answer)."""
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n\n")[0])
@@ -126,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say("\n== 2. release audit: MiniLM sentiment v2 (candidate) vs v1 (champion) ==")
     say(f"registering the two fine-tuned versions as {REGISTERED_MODEL} (trained once, then cached):")
-    register_sentiment_versions(log=say)
+    versions = register_sentiment_versions(log=say)
     for title, name in (("heads lens", "sentiment-heads.yaml"), ("data lens", "sentiment-data.yaml")):
         say(f"\n-- {title}: {name} --")
         spec = load_spec(demo_spec(name)).public_dict()
@@ -146,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(title, f"{r.model.name}{version}", r.audit_id[:12], cli._fmt_float(r.min_heldout_r2, 3),
                       {"passed": "pass", "undecided": "UNDECIDED"}.get(r.verdict, "FAIL"), r.report["html"])
     console.print(table)
-    say(f"\nMLflow UI:  {cli._mlflow_ui_command()}   (then http://127.0.0.1:5000)")
+    say(f"\nMLflow UI:  {cli._mlflow_ui_command()}   then open:")
+    for what, address in dashboard_links(outcomes, version=versions[-1]):
+        say(f"  {what}:\n    {address}")
     say("Prefect UI: prefect server start   (then http://127.0.0.1:4200)")
     say("More:       spex audits list · spex audits show <id> · spex report <id> · spex ui <id>")
     say(f"demo finished in {time.perf_counter() - start:.0f} s")

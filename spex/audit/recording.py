@@ -6,7 +6,8 @@ This is the pipeline's record stage, so it lives with the pipeline; :mod:`spex.r
 stores it writes to. Every function is idempotent (the store upserts on natural keys; the tracker finds
 its runs again by tags), so a retry after a transient failure, or a rerun of the same audit id, leaves
 one copy of everything. Clients are never arguments: a :class:`Destinations` names the stores by URL and
-each process gets its clients from :mod:`spex.audit.runtime`.
+each process gets its clients from :mod:`spex.audit.runtime`. What the MLflow UI shows beside the records
+(run names and descriptions, figures, the drift runs across versions) is :mod:`spex.audit.dashboard`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spex.audit import progress, runtime
+from spex.audit import dashboard, progress, runtime
 from spex.audit.ablate import Ablations
 from spex.audit.fitting import Fit
 from spex.audit.owners import process_owner
@@ -109,33 +110,12 @@ def open_audit(to: Destinations, audit_id: str, model: ModelInfo, spec: dict[str
             tags["spex.baseline_version"] = str(baseline.registry_version)
     run_id = tracker.start_audit_run(audit_id, model.name, spec=spec_params(spec), model_revision=model.revision,
                                      registry_version=model.registry_version, tags=tags,
-                                     run_name=audit_run_name(kind, model, spec_name))
+                                     run_name=dashboard.audit_run_name(kind, model, spec_name))
     experiment_id = tracker.experiment_id(model.name)
-    tracker.describe_run(run_id, _audit_headline(kind, model, baseline, spec_name, spec.get("lens"), audit_id)
+    tracker.describe_run(run_id, dashboard.audit_headline(kind, model, baseline, spec_name, spec.get("lens"), audit_id)
                          + "\n\nRunning: the subjects appear as nested runs as they are recorded.")
     store.attach_mlflow(audit_id, run_id=run_id, experiment_id=experiment_id)
     return OpenedAudit(audit_id, run_id, experiment_id)
-
-
-def model_label(model: ModelInfo | None) -> str:
-    """``name vN`` for a registry version, else the model's name."""
-    if model is None:
-        return "?"
-    return f"{model.name} v{model.registry_version}" if model.registry_version else model.name
-
-
-def audit_run_name(kind: str, model: ModelInfo, spec_name: str, verdict: str | None = None) -> str:
-    """The audit run's name in the MLflow UI: what it audited, under which spec, and (once known) its
-    verdict — ``release · spex-demo-sentiment v2 · demo-sentiment-heads · failed``."""
-    return " · ".join([kind, model_label(model), spec_name] + ([verdict] if verdict else []))
-
-
-def _audit_headline(kind: str, model: ModelInfo, baseline: ModelInfo | None, spec_name: str, lens: str | None,
-                    audit_id: str) -> str:
-    version = f" version {model.registry_version}" if model.registry_version else ""
-    against = f" against {model_label(baseline)}" if baseline is not None else ""
-    return (f"**{kind} audit** of `{model.name}`{version} (`{model.uri}`){against} · spec `{spec_name}`"
-            f"{f' ({lens} lens)' if lens else ''} · audit id `{audit_id}`")
 
 
 def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: SubjectPlan, samples: Samples,
@@ -197,8 +177,8 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
     tracker.log_metrics(sub_run, numbers)
     seconds = {k: float(v) for k, v in (stats.get("seconds") or {}).items()}
     tracker.log_stage_metrics(sub_run, seconds, calls=int(stats.get("computed", 0)))
-    drawn = _log_subject_figures(tracker, opened, sub_run, plan, tables)
-    tracker.describe_run(sub_run, _subject_note(lens, plan, fit, tables, validation, drawn))
+    drawn = dashboard.log_subject_figures(tracker, opened.run_id, sub_run, plan, tables)
+    tracker.describe_run(sub_run, dashboard.subject_note(lens, plan, fit, tables, validation, drawn))
     store.record_subject_metrics(audit_id, subject_id, {
         **{k: v for k, v in numbers.items() if v is not None}, "seconds": seconds, "fingerprint": fingerprint,
         "target": plan.target, "method": fit.method, "exact": bool(diagnostics.get("exact")),
@@ -207,65 +187,6 @@ def record_subject(to: Destinations, opened: OpenedAudit, lens: str, plan: Subje
     }, mlflow_run_id=sub_run)
     tracker.end_run(sub_run)
     return RecordedSubject(subject_id, sub_run)
-
-
-def _ranking_options(tracker: Any, run_id: str) -> tuple[float, int]:
-    """(the intervals' level, the spec's top k) from the audit run's params (the spec's, flattened)."""
-    params = tracker.client.get_run(run_id).data.params
-
-    def number(key: str, default: float) -> float:
-        try:
-            return float(params.get(key, default))
-        except (TypeError, ValueError):
-            return default
-
-    return number("ranking.confidence", 0.95), int(number("ranking.top_k", 10))
-
-
-def _log_subject_figures(tracker: Any, opened: OpenedAudit, run_id: str, plan: SubjectPlan, tables: Tables) -> list[str]:
-    """Draw the subject's figures (:mod:`spex.report.figures`) and log them on its run as
-    ``figures/<name>.png``; returns their artifact paths."""
-    from spex.report import figures
-
-    level, top_k = _ranking_options(tracker, opened.run_id)
-    drawn = figures.figures_for_subject(plan.id, plan.view, plan.labels, tables.ranking, tables.shapley,
-                                        tables.pairs, index=tables.index, level=level,
-                                        top=min(figures.TOP, max(top_k, 10)))
-    paths = []
-    for name, figure in drawn.items():
-        paths.append(f"figures/{name}")
-        tracker.log_figure(run_id, figure, paths[-1])
-    return paths
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    return f"{value:.{digits}g}"
-
-
-def _interaction_name(row: dict[str, Any]) -> str:
-    labels = row.get("labels")
-    return " × ".join(labels) if labels else "{" + ", ".join(str(m) for m in row["members"]) + "}"
-
-
-def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _subject_note(lens: str, plan: SubjectPlan, fit: Fit, tables: Tables, validation: Validation,
-                  figures: list[str]) -> str:
-    """The subject run's description: what was audited, how faithful the fit is, its top interactions."""
-    r2 = f"{_num(validation.heldout_r2)} [{_num(validation.heldout_r2_low)}, {_num(validation.heldout_r2_high)}]"
-    lines = [f"Subject `{_cell(plan.id)}` · {lens} lens · {plan.n} features · budget {plan.budget} · method "
-             f"{fit.method} · held-out R² {r2} on {validation.n_heldout} masks", "",
-             f"| rank | interaction ({tables.index}) | value | ± se | interval |", "|---|---|---|---|---|"]
-    for row in tables.ranking[:5]:
-        lines.append(f"| {row['rank']} | {_cell(_interaction_name(row)[:80])} | {_num(row['value'], 4)} | "
-                     f"{_num(row.get('se'), 2)} | [{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}] |")
-    if figures:
-        lines += ["", "Figures (Artifacts): " + ", ".join(f"`{f}`" for f in figures)]
-    return "\n".join(lines)
 
 
 def diff_against_baseline(to: Destinations, baseline_audit_id: str, rankings: Mapping[str, Any], index: str,
@@ -353,15 +274,16 @@ def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model
     if shapiq_dir.is_dir():
         tracker.log_artifact(run_id, shapiq_dir, artifact_path="report/shapiq")
     document = json.loads(Path(report["json"]).read_text(encoding="utf-8"))
-    figures = _log_release_figures(tracker, run_id, document, model)
+    figures = dashboard.log_release_figures(tracker, run_id, document, model)
     from spex.records import verdicts
 
     run = tracker.client.get_run(run_id)
     name, lens, started = _spec_identity(run)
     kind = run.data.tags.get("spex.audit_kind") or "audit"
     spec_name = verdicts.display_name(name, lens)
-    tracker.describe_run(run_id, _audit_note(document, kind, model, spec_name, lens, verdict, opened, figures),
-                         name=audit_run_name(kind, model, spec_name, verdict))
+    tracker.describe_run(run_id, dashboard.audit_note(document, kind, model, spec_name, lens, verdict, opened.audit_id,
+                                                  opened.experiment_id, run_id, figures),
+                         name=dashboard.audit_run_name(kind, model, spec_name, verdict))
     for child in tracker.child_runs(run_id):
         tracker.set_tags(child.info.run_id, {"spex.verdict": verdict})
     tags = None
@@ -369,102 +291,11 @@ def publish(to: Destinations, opened: OpenedAudit, report: dict[str, str], model
         tags = tracker.tag_model_version(model.registry_name, model.registry_version, audit_id=opened.audit_id,
                                          status="succeeded", faithfulness=faithfulness, verdict=verdict, run_id=run_id,
                                          spec=name, lens=lens, started=started)
-        _log_drift(tracker, opened, document, model, name, lens, verdict)
+        dashboard.log_drift(tracker, opened.audit_id, opened.run_id, document, model, name, lens, verdict)
         tracker.describe_model_version(model.registry_name, model.registry_version)
     tracker.set_tags(run_id, {"spex.passed": str(passed).lower(), "spex.verdict": verdict})
     tracker.end_run(run_id)
     return Published(report_uri, tags)
-
-
-def _log_release_figures(tracker: Any, run_id: str, document: dict[str, Any], model: ModelInfo) -> list[str]:
-    """Per subject of a release audit, its candidate-vs-baseline figure as ``figures/release/<subject>.png``
-    on the audit run (from the diff in the report's export, so it shows what the report shows)."""
-    from spex.report import figures
-    from spex.report.export import file_stems
-
-    audit = document.get("audit") or {}
-    baseline = audit.get("baseline") or {}
-    candidate = f"v{model.registry_version}" if model.registry_version else "candidate"
-    base = f"v{baseline['registry_version']}" if baseline.get("registry_version") else "baseline"
-    level = float(audit.get("confidence") or 0.95)
-    subjects = document.get("subjects") or {}
-    stems = file_stems(list(subjects))
-    paths = []
-    for key, subject in subjects.items():
-        diff = subject.get("diff")
-        if not diff:
-            continue
-        significant = sum(bool(c.get("significant")) for c in diff.get("tested") or [])
-        figure = figures.release_figure(
-            diff.get("tested") or [], level=level, candidate=f"{candidate} (candidate)", baseline=f"{base} (baseline)",
-            title=f"{key}: {candidate} vs {base}: {significant} significant change{'s' * (significant != 1)} "
-                  f"(FDR {diff.get('fdr', 0.05):g}, min effect {diff.get('min_effect', 0.0):g})")
-        if figure is not None:
-            paths.append(f"figures/release/{stems[key]}.png")
-            tracker.log_figure(run_id, figure, paths[-1])
-    return paths
-
-
-def _log_drift(tracker: Any, opened: OpenedAudit, document: dict[str, Any], model: ModelInfo, name: str | None,
-               lens: str | None, verdict: str) -> None:
-    """This version's point on the drift run of each subject (model, spec, subject): see
-    :meth:`spex.records.tracking.AuditTracker.log_drift`."""
-    from spex.records import verdicts
-
-    try:
-        version = int(str(model.registry_version))
-    except ValueError:
-        return  # not a numbered registry version: nothing to put on a version axis
-    audit = document.get("audit") or {}
-    key, spec_name = verdicts.spec_key(name, lens), verdicts.display_name(name, lens)
-    for subject, data in (document.get("subjects") or {}).items():
-        metrics = data.get("metrics") or {}
-        drift = tracker.drift_run(str(model.registry_name), spec_key=key, spec_name=spec_name, subject=subject,
-                                  lens=lens)
-        tracker.log_drift(drift, version=version, audit_id=opened.audit_id, audit_run_id=opened.run_id,
-                          index=str(data.get("index") or "fbii"), ranking=data.get("interactions") or [],
-                          top_k=int(audit.get("top_k") or 10), heldout_r2=data.get("heldout_r2"),
-                          heldout_r2_low=metrics.get("heldout_r2_low"), heldout_r2_high=metrics.get("heldout_r2_high"),
-                          verdict=verdict)
-
-
-def _audit_note(document: dict[str, Any], kind: str, model: ModelInfo, spec_name: str, lens: str | None,
-                verdict: str, opened: OpenedAudit, figures: list[str]) -> str:
-    """The audit run's description: what it audited, its verdict, the gates, each subject in one line,
-    where the report and the figures are."""
-    from spex.records import tracking
-
-    audit = document.get("audit") or {}
-    baseline = audit.get("baseline") or None
-    against = None
-    if baseline:
-        against = ModelInfo(uri=baseline.get("source_uri") or "", name=baseline.get("name") or "?",
-                            revision=baseline.get("revision") or "", registry_name=None,
-                            registry_version=baseline.get("registry_version"), kind="", describe={}, key="")
-    shown = verdict if verdict == "passed" else verdict.upper()
-    lines = [_audit_headline(kind, model, against, spec_name, lens, opened.audit_id)
-             + f" · verdict **{shown}**", ""]
-    gates = document.get("gates") or []
-    if gates:
-        lines += ["| gate | value | threshold | result |", "|---|---|---|---|"]
-        for g in gates:
-            state = g.get("state") or ("passed" if g.get("passed") else "failed")
-            lines.append(f"| {_cell(g.get('metric'))} | {_num(g.get('value'), 4)} | {_cell(g.get('comparator') or '')} "
-                         f"{_num(g.get('threshold'), 4)} | {state if state == 'passed' else f'**{state}**'} |")
-        lines.append("")
-    lines += ["| subject | held-out R² | top interaction | significant changes |", "|---|---|---|---|"]
-    for key, s in (document.get("subjects") or {}).items():
-        metrics = s.get("metrics") or {}
-        top = (s.get("interactions") or [None])[0]
-        top_text = f"{_cell(_interaction_name(top)[:60])} {_num(top['value'], 3)}" if top else "–"
-        diff = s.get("diff")
-        changes = str(sum(bool(c.get("significant")) for c in diff.get("tested") or [])) if diff else "–"
-        lines.append(f"| {_cell(key)} | {_num(s.get('heldout_r2'))} [{_num(metrics.get('heldout_r2_low'))}, "
-                     f"{_num(metrics.get('heldout_r2_high'))}] | {top_text} | {changes} |")
-    report = tracking.run_url("", opened.experiment_id, opened.run_id, "artifacts/report/report.html")
-    lines += ["", f"Report: [report/report.html]({report}) · subjects: the nested runs under this one"
-              + (" · release figures: " + ", ".join(f"`{f}`" for f in figures) if figures else "")]
-    return "\n".join(lines)
 
 
 def fail_audit(to: Destinations, audit_id: str, run_id: str | None, error: str,

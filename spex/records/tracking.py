@@ -477,7 +477,8 @@ class AuditTracker:
         run_name: str | None = None,
     ) -> str:
         """A nested run for one subject under the audit's run (found again when re-recorded). It inherits
-        the audit run's model, version, spec and lens tags; its default name is ``<subject> · <model> vN``."""
+        the audit run's model, version, spec and lens tags; its default name is ``<subject> · vN · <spec>``
+        (the model is the experiment's)."""
         parent = self.client.get_run(audit_run_id)
         audit_id = parent.data.tags.get(TAG_AUDIT_ID, "")
         experiment_id = parent.info.experiment_id
@@ -489,7 +490,8 @@ class AuditTracker:
         run_tags.update({k: str(v) for k, v in (tags or {}).items()})
         if run_name is None:
             version = parent.data.tags.get(TAG_REGISTRY_VERSION)
-            run_name = f"{subject} · {parent.data.tags.get(TAG_MODEL, '?')}" + (f" v{version}" if version else "")
+            spec = parent.data.tags.get(TAG_SPEC_NAME)
+            run_name = " · ".join([subject] + ([f"v{version}"] if version else []) + ([spec] if spec else []))
         run_name = run_name[:250]
         run_id = self._find_run(experiment_id, **{TAG_PARENT: audit_run_id, TAG_SUBJECT: subject})
         if run_id is None:
@@ -960,8 +962,10 @@ class AuditTracker:
         * ``faithfulness/heldout_r2`` with ``…_low`` / ``…_high`` (its bootstrap interval);
         * ``verdict``: 1 passed, 0.5 undecided, 0 failed.
 
-        Returns what was logged; nothing when this audit already logged this version (a retried publish).
-        Tags ``spex.drift.v<version>.*`` name the audit behind each version's point."""
+        Returns what was logged; nothing when this audit already logged this version (a retried publish)
+        or when another audit of it measured exactly the same values (a rerun served from the caches): the
+        chart keeps one point per version unless a re-audit measured something else. Tags
+        ``spex.drift.v<version>.*`` name the audit behind each version's point."""
         run = self.client.get_run(drift.run_id)
         prefix = f"spex.drift.v{int(version)}."
         if run.data.tags.get(prefix + "audit_id") == audit_id:
@@ -982,15 +986,18 @@ class AuditTracker:
                 metrics[f"faithfulness/{key}"] = float(value)
         if verdict in VERDICT_SCORE:
             metrics["verdict"] = VERDICT_SCORE[verdict]
-        self.log_metrics(drift.run_id, metrics, step=int(version))
+        digest = content_hash(sorted(metrics.items()))[:32]
+        same = run.data.tags.get(prefix + "digest") == digest
+        if not same:
+            self.log_metrics(drift.run_id, metrics, step=int(version))
         audit_run = self.client.get_run(audit_run_id)
         self._set_tags(drift.run_id, {
-            prefix + "audit_id": audit_id, prefix + "run_id": audit_run_id,
+            prefix + "audit_id": audit_id, prefix + "run_id": audit_run_id, prefix + "digest": digest,
             prefix + "experiment_id": audit_run.info.experiment_id, prefix + "verdict": verdict or "",
             prefix + "run_name": audit_run.info.run_name or "",
             prefix + "time": verdicts.iso(dt.datetime.now(dt.timezone.utc))})
         self.describe_run(drift.run_id, self._drift_note(drift))
-        return metrics
+        return {} if same else metrics
 
     def _drift_note(self, drift: DriftRun) -> str:
         tags = self.client.get_run(drift.run_id).data.tags

@@ -44,6 +44,7 @@ HEATMAP_MAX = 16    # features on the heatmap's axes
 NAME_WIDTH = 42     # characters of an interaction's name on an axis
 TEXT_WIDTH = 76     # characters per line of the shaded text
 TEXT_MAX_LINES = 40
+TEXT_MIN_WIDTH = 7.0  # inches: the title and the colour key fit beside a short prompt
 MONO_ADVANCE = 1233 / 2048  # DejaVu Sans Mono's advance width, in em (it ships with matplotlib)
 _HEAD = re.compile(r"^L(\d+)H(\d+)$")
 
@@ -210,7 +211,7 @@ def text_figure(text: str, spans: Sequence[Sequence[int]], values: Sequence[floa
     char_w, line_h = MONO_ADVANCE * font / 72, 1.7 * font / 72
     columns = max(end - start for start, end in lines)
     plot_w, plot_h = columns * char_w, (len(lines) + (1 if clipped else 0)) * line_h
-    figure = Figure(figsize=(plot_w + 0.6, plot_h + 1.1), dpi=DPI)
+    figure = Figure(figsize=(max(plot_w + 0.6, TEXT_MIN_WIDTH), plot_h + 1.1), dpi=DPI)  # room for the title
     FigureCanvasAgg(figure)
     fig_w, fig_h = figure.get_size_inches()
     ax = figure.add_axes((0.3 / fig_w, 0.5 / fig_h, plot_w / fig_w, plot_h / fig_h))
