@@ -280,14 +280,14 @@ def print_scale(row: dict[str, Any]) -> None:
     print("  ".join(parts), flush=True)
 
 
-def scale_markdown(rows: list[dict[str, Any]]) -> str:
+def scale_markdown(rows: list[dict[str, Any]], ours_label: str = "spex (this branch)") -> str:
     """The scale table for benchmarks/README.md: one line per side."""
     lines = ["| method | game | n | masks | side | R² | s outside value calls | CPU s | peak RSS GB | screened features | trees | load at start | after vs before |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         method = r["section"].removeprefix("scale-")
         after = r.get("ours", {})
-        for side, label in (("ours", "spex (this branch)"), ("before", "spex before (main)"), ("shapiq", "shapiq 1.4.1")):
+        for side, label in (("ours", ours_label), ("before", "spex before (main)"), ("shapiq", "shapiq 1.4.1")):
             v = r.get(side)
             if v is None:
                 continue
