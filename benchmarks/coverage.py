@@ -19,6 +19,10 @@ and coverage is the fraction of (seed, interaction) whose interval contains that
 interactions of the mean largest in |value|; also sd across seeds vs mean se. What this cannot see: a
 bias shared by every seed (a term no seed's support picks up).
 
+**(c) A prototype** (``--parts bootstrap``; not spex's estimator): the same coverage for intervals from a
+cluster bootstrap of the *whole* ProxySPEX fit (proxy, support selection, refit), which sees the support
+moving between resamples — the measured candidate for a selection-aware estimator.
+
 Budgets: ProxySPEX and linear at the spec's α·n·log2 n (a's games: α = 4; b: the specs' α); faith_banzhaf
 at max(that, 2 × its 1 + n + n(n−1)/2 columns) so that it solves least squares (below that it falls back
 to a cross-validated Lasso, whose shrunk coefficients no least-squares interval describes); SPEX at 2,688
@@ -29,7 +33,8 @@ masks (b = 5, t = 5, C = 3; its minimum design). Real models: faith_banzhaf is n
 Every model call goes through the persistent ablation store of ``benchmarks/gates.py`` (``--root``), so the
 seeds ``gates.py`` ran are not computed again (and the reverse).
 
-    python benchmarks/coverage.py                         # (a) + (b); ~15-25 min on 2 busy cores, first run
+    python benchmarks/coverage.py                         # (a) + (b) + (c): ~95 min on 2 busy cores the first
+                                                          # time (c: 45 min), ~55 min once gates.py filled the store
     python benchmarks/coverage.py --parts planted         # (a) only, ~3 min
     python benchmarks/coverage.py --parts real --lenses data --seeds 5 --out /tmp/c.json   # smoke run
 

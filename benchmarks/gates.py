@@ -47,8 +47,8 @@ without Prefect: both folders registered as versions of an MLflow registered mod
 on the baseline, then the release audit of the planted version with ``max_significant_changes: 0`` and
 ``min_effect: X`` (fresh SQLite DB and MLflow store in a temp data dir; its ablation store is this one).
 
-    python benchmarks/gates.py --end-to-end-min-effect 0.25   # ~80 min on 2 busy cores the first time (heads: 60);
-                                                              # reruns reuse the store: ~5 min
+    python benchmarks/gates.py --end-to-end-min-effect 0.25   # 93 min on 2 busy cores the first time (heads: 84);
+                                                              # reruns reuse the store: ~3 min
     python benchmarks/gates.py --lenses data --seeds 5 --out /tmp/g.json   # smoke run
 
 Writes ``benchmarks/results/gates.json`` and prints one table per lens.
@@ -104,6 +104,9 @@ FLIPPED_EXAMPLES = 4
 OLD_GATES = {"rank gates 0.3/15": {"top_k_jaccard_min": 0.3, "max_rank_shift": 15}}
 DATA_OLD_GATES = {"rank gates 0.2/100 (data demo)": {"top_k_jaccard_min": 0.2, "max_rank_shift": 100}}
 SE_MULTIPLES = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0)  # min_effect grid, in units of the lens's median se(delta)
+# min_effect values in the lens's units (its value: heads and data a margin, features a logit), near where
+# the se-multiple grid crosses from false alarms to undecided: the candidates for the demo specs
+CANDIDATE_EFFECTS = {"heads": (0.06, 0.08, 0.1), "features": (0.2, 0.25, 0.3), "data": (0.75, 1.0)}
 ALLOWANCES = (1, 2, 4)  # max_significant_changes > 0, side by side with 0
 FDR = 0.05
 LEVEL = 0.95
@@ -492,6 +495,9 @@ def gate_configs(lens: str, se_unit: float) -> dict[str, dict[str, Any]]:
     for m in SE_MULTIPLES:
         configs[f"new min_effect={m:g}·se"] = {"max_significant_changes": 0, "drift_fdr": FDR,
                                               "min_effect": float(m * se_unit)}
+    for effect in CANDIDATE_EFFECTS.get(lens, ()):
+        configs[f"new min_effect={effect:g}"] = {"max_significant_changes": 0, "drift_fdr": FDR,
+                                                "min_effect": float(effect)}
     for allowed in ALLOWANCES:  # is max_significant_changes: 0 right? the same diffs with a few changes allowed
         for m in (0.0, 6.0):
             configs[f"new allow {allowed}, min_effect={m:g}·se"] = {
