@@ -84,10 +84,13 @@ def test_run_without_prefect_is_the_flow(flow_env, bert_v1, tmp_path, monkeypatc
         assert mine.ranking == theirs.ranking  # same masks, same batches: bit-identical values
         assert mine.heldout_r2 == theirs.heldout_r2 and mine.removal == theirs.removal
         assert (mine.n, mine.budget) == (theirs.n, theirs.budget)
-        counters = {k: v for k, v in mine.stats.items() if k not in ("seconds", "compute_seconds")}
-        assert counters == {k: v for k, v in theirs.stats.items() if k not in ("seconds", "compute_seconds")}
+        measured = ("seconds", "compute_seconds", "peak_rss_mib")  # measurements, not counters
+        counters = {k: v for k, v in mine.stats.items() if k not in measured}
+        assert counters == {k: v for k, v in theirs.stats.items() if k not in measured}
         assert set(mine.stats["seconds"]) == set(theirs.stats["seconds"]) == {
             "sample", "ablate", "fit", "search", "validate", "record"}
+        assert set(mine.stats["peak_rss_mib"]["stages"]) == set(theirs.stats["peak_rss_mib"]["stages"]) == set(
+            mine.stats["seconds"])
     assert records["plain"] == records["flow"]
     assert records["plain"]["status"] == "succeeded" and len(records["plain"]["subjects"]) == 2
     assert runs["plain"] == runs["flow"]

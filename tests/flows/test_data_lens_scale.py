@@ -81,7 +81,7 @@ def test_data_lens_at_a_thousand_examples_through_the_flow(flow_env, bert_v1, tm
     # its fingerprint is the audit's and it recomputes the stored values in another batch
     vf = data([r["text"] for r in rows], [r["label"] for r in rows], "the movie was not bad", "positive",
               encoder=str(bert_v1))
-    assert vf.n_features == N_TRAIN and vf.preferred_batch == preferred_batch(N_TRAIN) == 256
+    assert vf.n_features == N_TRAIN and vf.preferred_batch == preferred_batch(N_TRAIN) == 64
     store = AblationStore(Path(flow_env["data"]) / "ablations")
     assert vf.fingerprint in store.fingerprints()
     masks, values = store.load(vf.fingerprint)

@@ -25,20 +25,22 @@ from spex.lenses.spec_files import read_jsonl
 LENS_VERSION = 1  # bump when the value of a mask changes for the same inputs
 
 MAX_BATCH = 1024
-"""The spec's default ``batch.max_batch`` for the data lens: the cap on masks per retraining call. The
-lens's own choice below it is :func:`preferred_batch` (benchmarks/data_scale.py measures both)."""
+"""The spec's default ``batch.max_batch`` for the data lens: the cap on masks per retraining call (and,
+since a chunk holds a batch, the chunk size: 1,024-mask store chunks and ablation tasks). The lens's own
+batch under it is :func:`preferred_batch`."""
 
-_BATCH_ELEMENTS = 1 << 18
-"""Mask x example entries per retraining call that keep its (B, n) float64 working tensors at ~2 MiB,
-in a CPU core's cache: beyond that each gradient step streams them from memory and a batch gets slower
-per mask (measured at n = 240-2,000; benchmarks/README.md, data lens at scale)."""
+_BATCH_ELEMENTS = 1 << 16
+"""Mask x example entries per retraining call that keep its (B, n) float64 working tensors at 512 KiB,
+in a core's cache: beyond that each of the 50 gradient steps streams them from memory. Measured at
+n = 1,000 (384-dimensional embeddings, through the audit flow, 2 busy cores): batches of 256 ran at
+0.86x the speed of batches of 64 (benchmarks/README.md, "The data lens at 1,000+ examples")."""
 
 
 def preferred_batch(n_train: int) -> int:
     """Masks per retraining call at ``n_train`` training examples: the power of two nearest below
-    2^18 / n_train, between 64 and :data:`MAX_BATCH` (1,024 at n <= 256, 256 at n = 1,000, 128 at
-    n = 2,000). Why not more: the batched trainer is memory-bound per step; why not less: each call
-    pays fixed costs (Python and torch dispatch per step, a store chunk per engine call)."""
+    2^16 / n_train, between 64 and :data:`MAX_BATCH` (1,024 at n <= 64, 256 at n = 256, 64 at
+    n >= 1,000). Not more: the batched trainer is memory-bound per step once its tensors leave the
+    cache; not less: each call pays fixed costs (Python and torch dispatch per step)."""
     target = max(1, _BATCH_ELEMENTS // max(int(n_train), 1))
     return int(min(MAX_BATCH, max(64, 1 << (target.bit_length() - 1))))
 

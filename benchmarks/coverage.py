@@ -1,0 +1,401 @@
+"""Coverage of the nominal 95 % intervals (issue 12): how often does an interaction's interval contain
+the truth, and how does the reported standard error compare with the estimate's real spread?
+
+**(a) Planted noisy games** (:func:`spex.engine.synthetic.planted`, hashed per-mask noise of 0.1 × the
+signal's sd): the truth is the planted function's exact index — Faith-Banzhaf of order 2 (order 1 for
+``linear``, which estimates that) — from its exact spectrum. Per game, method and estimator (``cluster``:
+the default, a mask and its complement one cluster; ``ols``), over ``--game-seeds`` seeds (the method's
+seed: its masks; the game is fixed): the fraction of (seed, interaction) whose interval contains the truth,
+over the 10 interactions largest in |truth|, split by order; and per interaction mean se / sd of the
+estimates across seeds (1 = the se is right; < 1 too small), and the bias of the seeds' mean in units of
+that sd. An interaction the method's support leaves out has estimate 0 with se 0 ("missed": it covers
+only a truth of 0).
+
+**(b) Real models** (MiniLM sentiment, ``builtin:minilm-sentiment``; the subjects and value functions of
+``benchmarks/gates.py``: the heads lens on the demo's negation task, the features lens on a 23-word review,
+the data lens on the demo's two data subjects). No exact answer exists, so the spread across seeds is
+the truth: per subject and method, the mean of the ``--seeds`` seeds' estimates stands for the value,
+and coverage is the fraction of (seed, interaction) whose interval contains that mean, over the 10
+interactions of the mean largest in |value|; also sd across seeds vs mean se. What this cannot see: a
+bias shared by every seed (a term no seed's support picks up).
+
+Budgets: ProxySPEX and linear at the spec's α·n·log2 n (a's games: α = 4; b: the specs' α); faith_banzhaf
+at max(that, 2 × its 1 + n + n(n−1)/2 columns) so that it solves least squares (below that it falls back
+to a cross-validated Lasso, whose shrunk coefficients no least-squares interval describes); SPEX at 2,688
+masks (b = 5, t = 5, C = 3; its minimum design). Real models: faith_banzhaf is not run on the heads lens
+(n = 72: 2,629 columns, more than the 667-mask budget: its se is unknown), SPEX only on the data lens
+(2,688 masks per seed are cheap there, 10+ minutes per lens elsewhere on 2 CPU cores).
+
+Every model call goes through the persistent ablation store of ``benchmarks/gates.py`` (``--root``), so the
+seeds ``gates.py`` ran are not computed again (and the reverse).
+
+    python benchmarks/coverage.py                         # (a) + (b); ~15-25 min on 2 busy cores, first run
+    python benchmarks/coverage.py --parts planted         # (a) only, ~3 min
+    python benchmarks/coverage.py --parts real --lenses data --seeds 5 --out /tmp/c.json   # smoke run
+
+Writes ``benchmarks/results/coverage.json`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gates as gate_bench  # noqa: E402  (benchmarks/gates.py: the specs, the auditor, the store)
+import torch  # noqa: E402
+
+import spex  # noqa: E402
+from spex import settings  # noqa: E402
+from spex.engine import sets  # noqa: E402
+from spex.engine.indices import compute  # noqa: E402
+from spex.engine.synthetic import planted  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ESTIMATORS = ("cluster", "ols")
+TOP = 10
+LEVEL = 0.95
+GAMES = (  # (kind, n, k planted sets, their order, relative noise)
+    ("hierarchical", 24, 4, 3, 0.1),
+    ("peak", 24, 4, 3, 0.1),
+)
+PLANTED_METHODS = ("proxyspex", "spex", "linear", "faith_banzhaf")
+REAL_METHODS = {"heads": ("proxyspex", "linear"), "features": ("proxyspex", "linear", "faith_banzhaf"),
+                "data": ("proxyspex", "linear", "faith_banzhaf", "spex")}
+SPEX_BUDGET = 2688
+
+log = gate_bench.log
+
+
+def index_order(method: str) -> int:
+    """The Faith-Banzhaf order a method estimates: 1 for linear, 2 otherwise."""
+    return 1 if method == "linear" else 2
+
+
+def method_budget(method: str, n: int, alpha_budget: int) -> int:
+    if method == "spex":
+        return SPEX_BUDGET
+    if method == "faith_banzhaf":
+        return max(alpha_budget, 2 * (1 + n + n * (n - 1) // 2))
+    return alpha_budget
+
+
+def estimates(ex: Any, order: int) -> dict[tuple[int, ...], tuple[float, float, float, float]]:
+    """members -> (value, se, ci_low, ci_high) of the Faith-Banzhaf index of ``order``."""
+    table = ex.interactions(index="fbii", order=order, level=LEVEL)
+    return {tuple(int(x) for x in m): (float(v), float(s), float(lo), float(hi))
+            for m, v, s, lo, hi in zip(table["members"], table["value"], table["se"], table["ci_low"],
+                                       table["ci_high"], strict=True)}
+
+
+def summarise(per_seed: Sequence[Mapping[tuple[int, ...], tuple[float, float, float, float]]],
+              truth: Mapping[tuple[int, ...], float]) -> dict[str, Any]:
+    """Coverage and se-vs-spread of ``truth``'s interactions over the seeds' estimates (module docstring)."""
+    rows = []
+    for members, true_value in truth.items():
+        got = [t.get(members, (0.0, 0.0, 0.0, 0.0)) for t in per_seed]
+        values = np.array([g[0] for g in got])
+        ses = np.array([g[1] for g in got])
+        covered = np.array([g[2] <= true_value <= g[3] for g in got])
+        missed = np.array([members not in t for t in per_seed])
+        unknown = ~np.isfinite(ses)
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        rows.append({"members": list(members), "order": len(members), "truth": float(true_value),
+                     "mean_estimate": float(values.mean()), "sd_across_seeds": sd,
+                     "mean_se": float(np.nanmean(ses)) if (~unknown).any() else None,
+                     "se_over_sd": float(np.nanmean(ses) / sd) if sd > 0 and (~unknown).any() else None,
+                     "bias_in_sd": float((values.mean() - true_value) / sd) if sd > 0 else None,
+                     "coverage": float(covered.mean()), "missed": int(missed.sum()), "unknown_se": int(unknown.sum())})
+
+    def part(keep: list[dict[str, Any]]) -> dict[str, Any]:
+        if not keep:
+            return {"interactions": 0}
+        ratios = [r["se_over_sd"] for r in keep if r["se_over_sd"] is not None]
+        return {"interactions": len(keep), "coverage": float(np.mean([r["coverage"] for r in keep])),
+                "median_se_over_sd": float(np.median(ratios)) if ratios else None,
+                "mean_se_over_sd": float(np.mean(ratios)) if ratios else None,
+                "missed_fraction": float(np.sum([r["missed"] for r in keep]) / (len(keep) * len(per_seed))),
+                "unknown_se_fraction": float(np.sum([r["unknown_se"] for r in keep]) / (len(keep) * len(per_seed)))}
+
+    return {"all": part(rows), "order1": part([r for r in rows if r["order"] == 1]),
+            "order2": part([r for r in rows if r["order"] == 2]), "rows": rows}
+
+
+def top_truth(members: np.ndarray, values: np.ndarray, top: int = TOP) -> dict[tuple[int, ...], float]:
+    keep = np.flatnonzero(sets.orders(members) > 0)
+    order = keep[np.argsort(-np.abs(values[keep]), kind="stable")[:top]]
+    return dict(zip(sets.to_tuples(members[order]), (float(v) for v in values[order]), strict=True))
+
+
+# ================================================================================================ (a)
+def part_planted(seeds: int, alpha: float) -> list[dict[str, Any]]:
+    out = []
+    for kind, n, k, order, noise in GAMES:
+        game = planted(n, kind, k=k, order=order, noise=noise, seed=7)
+        exact = game.spectrum()
+        alpha_budget = int(alpha * n * math.log2(n))
+        for method in PLANTED_METHODS:
+            started = time.perf_counter()
+            o = index_order(method)
+            truth = top_truth(*compute(exact, "fbii", o))
+            budget = method_budget(method, n, alpha_budget)
+            row: dict[str, Any] = {"game": kind, "n": n, "planted_sets": k, "planted_order": order, "noise": noise,
+                                   "method": method, "index": f"fbii order {o}", "budget": budget, "seeds": seeds}
+            for estimator in ESTIMATORS:
+                per_seed = [estimates(spex.explain(game, n, budget=budget, method=method, seed=s,
+                                                   uncertainty=estimator), o) for s in range(seeds)]
+                row[estimator] = summarise(per_seed, truth)
+            row["seconds"] = time.perf_counter() - started
+            out.append(row)
+            print_row("planted", f"{kind} n={n}", method, row)
+    return out
+
+
+# ================================================================================================ (b)
+def part_real(lenses: Sequence[str], seeds: int, root: Path) -> list[dict[str, Any]]:
+    auditor = gate_bench.Auditor(str(root / "ablations"))
+    out = []
+    for lens in lenses:
+        spec = gate_bench.lens_specs(lens, root)
+        audit_spec = gate_bench.runtime.spec_from(spec)
+        for method in REAL_METHODS[lens]:
+            started, calls = time.perf_counter(), auditor.computed()
+            o = index_order(method)
+            by_estimator: dict[str, dict[str, list[Any]]] = {}
+            budgets: dict[str, int] = {}
+            for estimator in ESTIMATORS:
+                for seed in range(seeds):
+                    runs = auditor.run(spec, seed, method=method, estimator=estimator) if method != "faith_banzhaf" \
+                        else faith_banzhaf_run(auditor, spec, seed, estimator)
+                    for sid, run in runs.items():
+                        by_estimator.setdefault(estimator, {}).setdefault(sid, []).append(estimates(run.explanation, o))
+                        budgets[sid] = run.budget
+            for subject in audit_spec.subjects:
+                sid = subject.id
+                mean = mean_estimates(by_estimator["cluster"][sid])
+                truth = dict(sorted(mean.items(), key=lambda kv: -abs(kv[1]))[:TOP])
+                row: dict[str, Any] = {"lens": lens, "subject": sid, "method": method, "index": f"fbii order {o}",
+                                       "budget": budgets[sid], "seeds": seeds,
+                                       "n": auditor.bound(spec, sid).n_features}
+                for estimator in ESTIMATORS:
+                    row[estimator] = summarise(by_estimator[estimator][sid], truth)
+                row["seconds"] = time.perf_counter() - started
+                row["model_calls"] = auditor.computed() - calls
+                out.append(row)
+                print_row("real", f"{lens}/{sid}", method, row)
+    return out
+
+
+def faith_banzhaf_run(auditor: Any, spec: Mapping[str, Any], seed: int, estimator: str) -> dict[str, Any]:
+    """faith_banzhaf at its least-squares budget (module docstring), through the same store."""
+    audit_spec = gate_bench.runtime.spec_from({**spec, "seed": seed})
+    out = {}
+    for subject in audit_spec.subjects:
+        bound = auditor.bound(spec, subject.id)
+        n = bound.n_features
+        budget = method_budget("faith_banzhaf", n, audit_spec.check_budget(n, subject.id))
+        ex = spex.explain(bound, n, budget=budget, method="faith_banzhaf", seed=seed, uncertainty=estimator)
+        out[subject.id] = gate_bench.SubjectRun(subject.id, n, budget, [], ex, list(bound.feature_labels))
+    return out
+
+
+def mean_estimates(per_seed: Sequence[Mapping[tuple[int, ...], tuple[float, ...]]]) -> dict[tuple[int, ...], float]:
+    keys = set().union(*per_seed)
+    return {m: float(np.mean([t.get(m, (0.0,))[0] for t in per_seed])) for m in keys}
+
+
+# ================================================================================================ bootstrap
+def proxyspex_replicates(x: np.ndarray, y: np.ndarray, n: int, seed: int, replicates: int
+                         ) -> list[dict[tuple[int, ...], float]]:
+    """A prototype, not spex's estimator: FBII order 2 of ``replicates`` cluster-bootstrap refits of the
+    *whole* ProxySPEX fit (LightGBM proxy, support selection, refit) on ProxySPEX's own masks ``x`` and
+    values ``y`` (its default options; clusters = a mask and its complement). It sees what the
+    least-squares covariance cannot: a different support on each resample. Uses ProxySPEX's internals
+    (``fit_proxy``, ``tree_spectrum``, ``_select_and_refit``) because ``spex.explain`` draws its own masks."""
+    from spex.engine.methods.proxyspex import ProxySPEX, fit_proxy
+    from spex.engine.methods.trees import tree_spectrum
+    from spex.engine.sampling import rng
+
+    algo = ProxySPEX()
+    o = algo.options
+    algo.seed_ = seed
+    budget = len(x)
+    valid = np.zeros(budget, dtype=bool)
+    valid[rng(seed, "split").permutation(budget)[: max(8, int(round(budget * float(o["validation_fraction"]))))]] = True
+    clusters = np.arange(budget) // 2
+    n_clusters = int(clusters.max()) + 1
+    members_of = [np.flatnonzero(clusters == c) for c in range(n_clusters)]
+    out = []
+    for r in range(replicates):
+        picked = np.random.default_rng([seed, r, 12]).integers(0, n_clusters, size=n_clusters)
+        rows = np.concatenate([members_of[c] for c in picked])
+        xb, yb, vb = x[rows], y[rows], valid[rows]
+        if vb.sum() < 8 or (~vb).sum() < 8:
+            continue
+        booster, _ = fit_proxy(xb, yb, vb, depths=tuple(o["depths"]), learning_rate=float(o["learning_rate"]),
+                               max_trees=int(o["max_trees"]), early_stopping=int(o["early_stopping"]), seed=seed,
+                               num_threads=1, retrain_full=bool(o["retrain_full"]))
+        spectrum, _ = algo._select_and_refit(tree_spectrum(booster.model_to_string(), n), xb, yb, vb)
+        members, values = compute(spectrum, "fbii", 2)
+        out.append(dict(zip(sets.to_tuples(members), (float(v) for v in values), strict=True)))
+    return out
+
+
+def bootstrap_case(name: str, vf: Any, n: int, budget: int, seeds: int, replicates: int,
+                   truth_of: Any) -> dict[str, Any]:
+    """Coverage of the cluster intervals and of the bootstrap intervals (estimate ± z·sd of the
+    replicates) on the same seeds."""
+    from scipy.stats import norm
+
+    from spex.engine.sampling import rng, uniform
+
+    z = float(norm.ppf(0.5 + LEVEL / 2))
+    started = time.perf_counter()
+    cluster, boot, explained = [], [], []
+    for seed in range(seeds):
+        ex = spex.explain(vf, n, budget=budget, method="proxyspex", seed=seed, uncertainty="cluster")
+        explained.append(estimates(ex, 2))
+    truth = truth_of(explained)
+    for seed in range(seeds):
+        x = uniform(n, budget, rng(seed, "train"), pair_complements=True)
+        reps = proxyspex_replicates(x, np.asarray(vf(x), dtype=np.float64), n, seed, replicates)
+        point = explained[seed]
+        cluster.append(point)
+        row = {}
+        for m in truth:
+            value = point.get(m, (0.0,))[0]
+            sd = float(np.std([rep.get(m, 0.0) for rep in reps], ddof=1)) if len(reps) > 1 else float("nan")
+            row[m] = (value, sd, value - z * sd, value + z * sd)
+        boot.append(row)
+    result = {"case": name, "n": n, "budget": budget, "seeds": seeds, "replicates": replicates,
+              "cluster": summarise(cluster, truth), "bootstrap": summarise(boot, truth),
+              "seconds": time.perf_counter() - started}
+    log(f"  bootstrap {name:<30} cluster cov {fmt(result['cluster']['all'].get('coverage'))} se/sd "
+        f"{fmt(result['cluster']['all'].get('median_se_over_sd'))} | bootstrap cov "
+        f"{fmt(result['bootstrap']['all'].get('coverage'))} se/sd {fmt(result['bootstrap']['all'].get('median_se_over_sd'))}"
+        f" ({result['seconds']:.0f} s)")
+    return result
+
+
+def part_bootstrap(seeds: int, replicates: int, root: Path, alpha: float) -> list[dict[str, Any]]:
+    out = []
+    kind, n, k, order, noise = GAMES[0]
+    game = planted(n, kind, k=k, order=order, noise=noise, seed=7)
+    exact_truth = top_truth(*compute(game.spectrum(), "fbii", 2))
+    out.append(bootstrap_case(f"planted {kind} n={n}", game, n, int(alpha * n * math.log2(n)), seeds, replicates,
+                              lambda _: exact_truth))
+    auditor = gate_bench.Auditor(str(root / "ablations"))
+
+    def seed_mean(per_seed: Sequence[Mapping[tuple[int, ...], tuple[float, ...]]]) -> dict[tuple[int, ...], float]:
+        return dict(sorted(mean_estimates(per_seed).items(), key=lambda kv: -abs(kv[1]))[:TOP])
+
+    for lens, sid in (("data", "expected-to-hate"), ("features", "two-sentences")):
+        spec = gate_bench.lens_specs(lens, root)
+        bound = auditor.bound(spec, sid)
+        budget = gate_bench.runtime.spec_from(spec).check_budget(bound.n_features, sid)
+        out.append(bootstrap_case(f"{lens}/{sid}", bound, bound.n_features, budget, seeds, replicates, seed_mean))
+    return out
+
+
+# ================================================================================================ tables
+def fmt(x: Any, f: str = "%.2f") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f % x
+
+
+def print_row(part: str, case: str, method: str, row: Mapping[str, Any]) -> None:
+    c, o = row["cluster"], row["ols"]
+    log(f"  {part:<7} {case:<28} {method:<13} B={row['budget']:<5} cluster cov {fmt(c['all'].get('coverage'))} "
+        f"(1st {fmt(c['order1'].get('coverage'))}, pairs {fmt(c['order2'].get('coverage'))}) se/sd "
+        f"{fmt(c['all'].get('median_se_over_sd'))} | ols cov {fmt(o['all'].get('coverage'))} se/sd "
+        f"{fmt(o['all'].get('median_se_over_sd'))} ({row['seconds']:.0f} s)")
+
+
+def markdown(rows: Sequence[Mapping[str, Any]], real: bool) -> str:
+    head = "| lens / subject" if real else "| game"
+    lines = [f"{head} | method | index | budget | estimator | coverage (top 10) | 1st order | pairs | "
+             "median se / sd | 1st order: median se / sd | missed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        case = f"{r['lens']} / {r['subject']} (n={r['n']})" if real else f"{r['game']} n={r['n']}"
+        for estimator in ESTIMATORS:
+            s = r[estimator]
+            flag = " **<90 %**" if s["all"].get("coverage") is not None and s["all"]["coverage"] < 0.9 else ""
+            lines.append(f"| {case} | {r['method']} | {r['index']} | {r['budget']} | {estimator} | "
+                         f"{pct(s['all'].get('coverage'))}{flag} | {pct(s['order1'].get('coverage'))} | "
+                         f"{pct(s['order2'].get('coverage'))} | {fmt(s['all'].get('median_se_over_sd'))} | "
+                         f"{fmt(s['order1'].get('median_se_over_sd'))} | {pct(s['all'].get('missed_fraction'))} |")
+    return "\n".join(lines)
+
+
+def bootstrap_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["| case | n | budget | seeds x replicates | estimator | coverage (top 10) | 1st order | pairs | "
+             "median se / sd |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for estimator in ("cluster", "bootstrap"):
+            s = r[estimator]
+            lines.append(f"| {r['case']} | {r['n']} | {r['budget']} | {r['seeds']} x {r['replicates']} | {estimator} | "
+                         f"{pct(s['all'].get('coverage'))} | {pct(s['order1'].get('coverage'))} | "
+                         f"{pct(s['order2'].get('coverage'))} | {fmt(s['all'].get('median_se_over_sd'))} |")
+    return "\n".join(lines)
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", default=["planted", "real", "bootstrap"],
+                        choices=["planted", "real", "bootstrap"])
+    parser.add_argument("--boot-seeds", type=int, default=10, help="bootstrap prototype: seeds per case")
+    parser.add_argument("--boot-replicates", type=int, default=20, help="bootstrap prototype: refits per seed")
+    parser.add_argument("--lenses", nargs="+", default=["data", "features", "heads"])
+    parser.add_argument("--seeds", type=int, default=21, help="seeds per real subject")
+    parser.add_argument("--game-seeds", type=int, default=30, help="seeds per planted game")
+    parser.add_argument("--alpha", type=float, default=4.0, help="planted games: budget alpha·n·log2 n")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--root", default=str(settings.data_dir() / "benchmarks"))
+    parser.add_argument("--out", default=str(RESULTS / "coverage.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    meta = {"machine": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": args.threads, "load_at_start": gate_bench.load_avg(),
+            "date": time.strftime("%Y-%m-%d"), "level": LEVEL, "top": TOP, "commit": gate_bench._commit()}
+    result: dict[str, Any] = {"meta": meta}
+    started = time.perf_counter()
+    if "planted" in args.parts:
+        log(f"(a) planted games, {args.game_seeds} seeds (load {gate_bench.load_avg()})")
+        result["planted"] = part_planted(args.game_seeds, args.alpha)
+    if "real" in args.parts:
+        log(f"(b) real models, {args.seeds} seeds (load {gate_bench.load_avg()})")
+        result["real"] = part_real(args.lenses, args.seeds, Path(args.root))
+    if "bootstrap" in args.parts:
+        log(f"(c) prototype: bootstrap of the whole ProxySPEX fit, {args.boot_seeds} seeds x {args.boot_replicates} "
+            f"replicates (load {gate_bench.load_avg()})")
+        result["bootstrap"] = part_bootstrap(args.boot_seeds, args.boot_replicates, Path(args.root), args.alpha)
+    meta["seconds"] = time.perf_counter() - started
+    meta["load_at_end"] = gate_bench.load_avg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=gate_bench._json_default))
+    if "planted" in result:
+        log("\n" + markdown(result["planted"], real=False))
+    if "real" in result:
+        log("\n" + markdown(result["real"], real=True))
+    if "bootstrap" in result:
+        log("\n" + bootstrap_markdown(result["bootstrap"]))
+    log(f"\nwrote {args.out} ({meta['seconds']:.0f} s, load {meta['load_at_end']})")
+
+
+if __name__ == "__main__":
+    main()
