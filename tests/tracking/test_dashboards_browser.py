@@ -8,6 +8,7 @@ test's tmp dir (``docs/dashboards.md`` describes them)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +44,7 @@ def settled_dom(url: str, tmp: Path, expect: Iterable[str]) -> str:
         dom = proc.stdout
         if all(text in dom for text in expect):
             break
+    (tmp / "last-dom.html").write_text(dom)  # what the browser had, to look at when an assertion fails
     missing = [text for text in expect if text not in dom]
     assert not missing, f"{url}: not in the page after {BUDGETS_MS[-1]} ms: {missing}"
     return dom
@@ -135,9 +137,12 @@ def test_the_drift_charts_draw_each_top_interaction_across_versions_1_and_2(dash
     assert [m.step for m in client.get_metric_history(food.run_id, "faithfulness/heldout_r2")] == [1, 2]
     url = drift[food.run_id]
     assert url.endswith("/model-metrics?workflowType=machine_learning")
-    sections = [f">{stem}</div>" for stem in stems]  # one section per interaction: its value, ci_low, ci_high charts
-    dom = settled_dom(url, tmp_path, ["ui-features · food", "faithfulness", "heldout_r2", *sections])
-    assert "ui-features · food (faithfulness/heldout_r2)" in dom  # the chart's line, named by run and key
+    # one section per interaction (its value, ci_low and ci_high charts) and one for faithfulness, named by
+    # the keys' prefix; the UI opens the first sections, whose charts' legends name run and full key
+    sections = [f">{stem}</div>" for stem in (*stems, "faithfulness")]
+    dom = settled_dom(url, tmp_path, ["ui-features · food (", *sections])
+    drawn = set(re.findall(r"ui-features · food \(([^)<]+)\)", dom))
+    assert drawn and drawn <= set(client.get_run(food.run_id).data.metrics), drawn
     screenshot(url, tmp_path / "drift-charts.png")
 
 
