@@ -95,8 +95,8 @@ TAG_VERDICT = "spex.verdict"
 TAG_DRIFT_KEY = "spex.drift_key"  # digest of (model, spec key, subject): finds a drift run again
 TAG_NOTE = "mlflow.note.content"  # the run's / experiment's description (markdown) in the UI
 # The experiment kind MLflow's UI reads: `custom_model_development` is the classic runs view (the bundle's
-# experiment page: `let tab = Runs; if (kind === GENAI_DEVELOPMENT) tab = Overview or Traces`); with the
-# tag set the UI also skips guessing a kind from the experiment's contents.
+# experiment page: `let tab = Runs; if (kind === GENAI_DEVELOPMENT) tab = Overview or Traces`) — where the
+# UI reads the tag; 3.17.2 reads its toggle instead (UI_MODE below).
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 DRIFT_PREFIX = "spex-drift/"

@@ -34,6 +34,7 @@ class Dashboard:
     """The recorded audits: outcomes by (spec name, version), and where the server is."""
 
     server: str
+    db_url: str
     outcomes: dict[tuple[str, str], object]
 
     def outcome(self, spec: str, version: str):
@@ -72,4 +73,4 @@ def build_dashboard(server: str, root: Path, *, db_url: str) -> Dashboard:
         release = spex.audit.run(spec, kind="release", baseline_model=base.model,
                                  baseline_audit_id=base.audit_id, db_url=db_url, tracking_uri=server)
         outcomes[(spec["name"], v1)], outcomes[(spec["name"], v2)] = base, release
-    return Dashboard(server, outcomes)
+    return Dashboard(server, db_url, outcomes)

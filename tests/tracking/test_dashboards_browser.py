@@ -26,10 +26,13 @@ WINDOW = "1400,1000"
 
 
 def chromium(url: str, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on ``url``. ``--run-all-compositor-stages-before-draw`` makes the frames that
+    virtual time advances through really draw: without it the charts (drawn on animation frames) are
+    sometimes still empty when the budget runs out."""
     return subprocess.run(
         [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-extensions", "--hide-scrollbars",
-         f"--user-data-dir={out}", f"--window-size={WINDOW}", *args, url],
+         "--run-all-compositor-stages-before-draw", f"--user-data-dir={out}", f"--window-size={WINDOW}", *args, url],
         capture_output=True, text=True, timeout=300)
 
 
@@ -157,3 +160,22 @@ def test_the_registry_page_states_the_verdict_of_each_spec(dashboard, links, tmp
     rows = [line for line in dom.split("<tr") if "ui-features" in line or "ui-heads" in line]
     assert len(rows) >= 2 and all("passed" in r for r in rows[:2])
     screenshot(registry, tmp_path / "registry-version.png")
+
+
+def test_spex_ui_prints_the_drift_charts_of_an_audits_subjects(dashboard):
+    from typer.testing import CliRunner
+
+    from spex.cli import app
+
+    release = dashboard.outcome("ui-features", "2")
+    result = CliRunner().invoke(app, ["ui", release.audit_id[:12], "--db", dashboard.db_url,
+                                      "--tracking-uri", dashboard.server])
+    assert result.exit_code == 0, result.output
+    tracker = tracking.AuditTracker(dashboard.server)
+    for subject in ("food", "service"):
+        (drift,) = tracker.drift_runs(MODEL, spec_key="ui-features", subject=subject)
+        assert f"{MODEL} · ui-features · {subject}: " \
+               f"{tracking.metric_charts_url(dashboard.server, drift.experiment_id, drift.run_id)}" in result.stdout
+    assert tracking.model_version_url(dashboard.server, MODEL, "2") in result.stdout
+    assert f"/runs/{release.mlflow_run_id}?workflowType=machine_learning" in result.stdout
+    assert "ui-heads" not in result.stdout  # only this audit's spec
