@@ -326,12 +326,12 @@ def _print_outcome(console: Any, result: AuditOutcome, top: int | None) -> None:
                           f"appeared {len(diff['appeared'])}, disappeared {len(diff['disappeared'])}, "
                           f"sign flips {len(diff['sign_flips'])}", markup=False, highlight=False)
             significant = [c for c in diff.get("tested", []) if c["significant"]]
-            console.print(shown(f"  significant changes (BH at FDR {diff.get('fdr', 0.05):g}, |Δ| ≥ "
-                                f"{diff.get('min_effect', 0.0):g}): {len(significant)}"
-                                + "".join(f"\n    {c['kind']}: {c['name']}  Δ {_fmt_float(c['delta'], 3)} ± "
-                                          f"{_fmt_float(c['delta_se'], 3)}  q {_fmt_float(c['q_value'], 3)}"
-                                          for c in significant[:10])), markup=False, highlight=False,
-                          soft_wrap=True)
+            lines = [f"  significant changes (BH at FDR {diff.get('fdr', 0.05):g}, |Δ| ≥ "
+                     f"{diff.get('min_effect', 0.0):g}): {len(significant)}"]
+            lines += [f"    {c['kind']}: {c['name']}  Δ {_fmt_float(c['delta'], 3)} ± {_fmt_float(c['delta_se'], 3)}"
+                      f"  q {_fmt_float(c['q_value'], 3)}" for c in significant[:10]]
+            for line in lines:  # one print per line: shown() escapes a newline inside a label
+                console.print(shown(line), markup=False, highlight=False, soft_wrap=True)
         console.print()
     if result.gates:
         console.print("gates", style="bold")
