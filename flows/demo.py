@@ -147,18 +147,18 @@ def main(argv: list[str] | None = None) -> int:
 
     outcomes: list[tuple[str, AuditOutcome]] = []
     if not args.skip_llm:
-        say("\n== 1. features lens: which words drive SmolLM2-135M-Instruct's answers ==")
-        spec = load_spec(demo_spec("smollm2-features.yaml")).public_dict()
-        with cli._ProgressView(console, enabled=True), results_in_data_dir():
-            result = audit(spec)
-        cli._print_outcome(console, result, 8)
-        outcomes.append(("features · smollm2", result))
-        say("\n== 1b. context lens: which retrieved passages SmolLM2's answers rest on, and which only together ==")
-        spec = load_spec(demo_spec("smollm2-context.yaml")).public_dict()
-        with cli._ProgressView(console, enabled=True), results_in_data_dir():
-            result = audit(spec)
-        cli._print_outcome(console, result, 6)
-        outcomes.append(("context · smollm2", result))
+        for heading, name, top, title in (
+            ("1. features lens: which words drive SmolLM2-135M-Instruct's answers", "smollm2-features.yaml", 8,
+             "features · smollm2"),
+            ("1b. context lens: which retrieved passages SmolLM2's answers rest on, and which only together",
+             "smollm2-context.yaml", 6, "context · smollm2"),
+        ):
+            say(f"\n== {heading} ==")
+            spec = load_spec(demo_spec(name)).public_dict()
+            with cli._ProgressView(console, enabled=True), results_in_data_dir():
+                result = audit(spec)
+            cli._print_outcome(console, result, top)
+            outcomes.append((title, result))
 
     say("\n== 2. release audit: MiniLM sentiment v2 (candidate) vs v1 (champion) ==")
     say(f"registering the two fine-tuned versions as {REGISTERED_MODEL} (trained once, then cached):")
