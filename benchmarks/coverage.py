@@ -69,7 +69,13 @@ from spex.engine.indices import compute  # noqa: E402
 from spex.engine.synthetic import planted  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ESTIMATORS = ("cluster", "ols")
+ESTIMATORS = ("bootstrap", "cluster", "ols")
+
+
+def estimators_for(method: str) -> tuple[str, ...]:
+    """The covariance estimators a method can use: the selection bootstrap only where the method chooses
+    its support from the masks (ProxySPEX; spex.explain refuses it elsewhere)."""
+    return ESTIMATORS if spex.get_method(method).resamplable else ("cluster", "ols")
 TOP = 10
 LEVEL = 0.95
 GAMES = (  # (kind, n, k planted sets, their order, relative noise)
@@ -97,8 +103,15 @@ def method_budget(method: str, n: int, alpha_budget: int) -> int:
     return alpha_budget
 
 
+COSTS: dict[str, list[tuple[float, float]]] = {}  # estimator -> (uncertainty s, rest of the fit s) per explain
+
+
 def estimates(ex: Any, order: int) -> dict[tuple[int, ...], tuple[float, float, float, float]]:
-    """members -> (value, se, ci_low, ci_high) of the Faith-Banzhaf index of ``order``."""
+    """members -> (value, se, ci_low, ci_high) of the Faith-Banzhaf index of ``order`` (and the explain's
+    seconds for the uncertainty vs the rest of the fit, into COSTS)."""
+    s = ex.seconds
+    COSTS.setdefault(ex.diagnostics.get("uncertainty", "?"), []).append(
+        (s.get("uncertainty", 0.0), s.get("outside_value_calls", 0.0) - s.get("uncertainty", 0.0)))
     table = ex.interactions(index="fbii", order=order, level=LEVEL)
     return {tuple(int(x) for x in m): (float(v), float(s), float(lo), float(hi))
             for m, v, s, lo, hi in zip(table["members"], table["value"], table["se"], table["ci_low"],
@@ -158,7 +171,7 @@ def part_planted(seeds: int, alpha: float) -> list[dict[str, Any]]:
             budget = method_budget(method, n, alpha_budget)
             row: dict[str, Any] = {"game": kind, "n": n, "planted_sets": k, "planted_order": order, "noise": noise,
                                    "method": method, "index": f"fbii order {o}", "budget": budget, "seeds": seeds}
-            for estimator in ESTIMATORS:
+            for estimator in estimators_for(method):
                 per_seed = [estimates(spex.explain(game, n, budget=budget, method=method, seed=s,
                                                    uncertainty=estimator), o) for s in range(seeds)]
                 row[estimator] = summarise(per_seed, truth)
@@ -180,7 +193,7 @@ def part_real(lenses: Sequence[str], seeds: int, root: Path) -> list[dict[str, A
             o = index_order(method)
             by_estimator: dict[str, dict[str, list[Any]]] = {}
             budgets: dict[str, int] = {}
-            for estimator in ESTIMATORS:
+            for estimator in estimators_for(method):
                 for seed in range(seeds):
                     runs = auditor.run(spec, seed, method=method, estimator=estimator) if method != "faith_banzhaf" \
                         else faith_banzhaf_run(auditor, spec, seed, estimator)
@@ -194,7 +207,7 @@ def part_real(lenses: Sequence[str], seeds: int, root: Path) -> list[dict[str, A
                 row: dict[str, Any] = {"lens": lens, "subject": sid, "method": method, "index": f"fbii order {o}",
                                        "budget": budgets[sid], "seeds": seeds,
                                        "n": auditor.bound(spec, sid).n_features}
-                for estimator in ESTIMATORS:
+                for estimator in estimators_for(method):
                     row[estimator] = summarise(by_estimator[estimator][sid], truth)
                 row["seconds"] = time.perf_counter() - started
                 row["model_calls"] = auditor.computed() - calls
@@ -221,110 +234,16 @@ def mean_estimates(per_seed: Sequence[Mapping[tuple[int, ...], tuple[float, ...]
     return {m: float(np.mean([t.get(m, (0.0,))[0] for t in per_seed])) for m in keys}
 
 
-# ================================================================================================ bootstrap
-def proxyspex_replicates(x: np.ndarray, y: np.ndarray, n: int, seed: int, replicates: int
-                         ) -> list[dict[tuple[int, ...], float]]:
-    """A prototype, not spex's estimator: FBII order 2 of ``replicates`` cluster-bootstrap refits of the
-    *whole* ProxySPEX fit (LightGBM proxy, support selection, refit) on ProxySPEX's own masks ``x`` and
-    values ``y`` (its default options; clusters = a mask and its complement). It sees what the
-    least-squares covariance cannot: a different support on each resample. Uses ProxySPEX's internals
-    (``fit_proxy``, ``tree_spectrum``, ``_select_and_refit``) because ``spex.explain`` draws its own masks."""
-    from spex.engine.methods.proxyspex import ProxySPEX, fit_proxy
-    from spex.engine.methods.trees import tree_spectrum
-    from spex.engine.sampling import rng
-
-    algo = ProxySPEX()
-    o = algo.options
-    algo.seed_ = seed
-    budget = len(x)
-    valid = np.zeros(budget, dtype=bool)
-    valid[rng(seed, "split").permutation(budget)[: max(8, int(round(budget * float(o["validation_fraction"]))))]] = True
-    clusters = np.arange(budget) // 2
-    n_clusters = int(clusters.max()) + 1
-    members_of = [np.flatnonzero(clusters == c) for c in range(n_clusters)]
-    out = []
-    for r in range(replicates):
-        picked = np.random.default_rng([seed, r, 12]).integers(0, n_clusters, size=n_clusters)
-        rows = np.concatenate([members_of[c] for c in picked])
-        xb, yb, vb = x[rows], y[rows], valid[rows]
-        if vb.sum() < 8 or (~vb).sum() < 8:
-            continue
-        booster, _ = fit_proxy(xb, yb, vb, depths=tuple(o["depths"]), learning_rate=float(o["learning_rate"]),
-                               max_trees=int(o["max_trees"]), early_stopping=int(o["early_stopping"]), seed=seed,
-                               num_threads=1, retrain_full=bool(o["retrain_full"]))
-        spectrum, _ = algo._select_and_refit(tree_spectrum(booster.model_to_string(), n), xb, yb, vb)
-        members, values = compute(spectrum, "fbii", 2)
-        out.append(dict(zip(sets.to_tuples(members), (float(v) for v in values), strict=True)))
-    return out
-
-
-def bootstrap_case(name: str, vf: Any, n: int, budget: int, seeds: int, replicates: int,
-                   truth_of: Any) -> dict[str, Any]:
-    """Coverage of the cluster intervals and of the bootstrap intervals (estimate ± z·sd of the
-    replicates) on the same seeds."""
-    from scipy.stats import norm
-
-    from spex.engine.sampling import rng, uniform
-
-    z = float(norm.ppf(0.5 + LEVEL / 2))
-    started = time.perf_counter()
-    cluster, boot, explained = [], [], []
-    for seed in range(seeds):
-        ex = spex.explain(vf, n, budget=budget, method="proxyspex", seed=seed, uncertainty="cluster")
-        explained.append(estimates(ex, 2))
-    truth = truth_of(explained)
-    for seed in range(seeds):
-        x = uniform(n, budget, rng(seed, "train"), pair_complements=True)
-        reps = proxyspex_replicates(x, np.asarray(vf(x), dtype=np.float64), n, seed, replicates)
-        point = explained[seed]
-        cluster.append(point)
-        row = {}
-        for m in truth:
-            value = point.get(m, (0.0,))[0]
-            sd = float(np.std([rep.get(m, 0.0) for rep in reps], ddof=1)) if len(reps) > 1 else float("nan")
-            row[m] = (value, sd, value - z * sd, value + z * sd)
-        boot.append(row)
-    result = {"case": name, "n": n, "budget": budget, "seeds": seeds, "replicates": replicates,
-              "cluster": summarise(cluster, truth), "bootstrap": summarise(boot, truth),
-              "seconds": time.perf_counter() - started}
-    log(f"  bootstrap {name:<30} cluster cov {fmt(result['cluster']['all'].get('coverage'))} se/sd "
-        f"{fmt(result['cluster']['all'].get('median_se_over_sd'))} | bootstrap cov "
-        f"{fmt(result['bootstrap']['all'].get('coverage'))} se/sd {fmt(result['bootstrap']['all'].get('median_se_over_sd'))}"
-        f" ({result['seconds']:.0f} s)")
-    return result
-
-
-def part_bootstrap(seeds: int, replicates: int, root: Path, alpha: float) -> list[dict[str, Any]]:
-    out = []
-    kind, n, k, order, noise = GAMES[0]
-    game = planted(n, kind, k=k, order=order, noise=noise, seed=7)
-    exact_truth = top_truth(*compute(game.spectrum(), "fbii", 2))
-    out.append(bootstrap_case(f"planted {kind} n={n}", game, n, int(alpha * n * math.log2(n)), seeds, replicates,
-                              lambda _: exact_truth))
-    auditor = gate_bench.Auditor(str(root / "ablations"))
-
-    def seed_mean(per_seed: Sequence[Mapping[tuple[int, ...], tuple[float, ...]]]) -> dict[tuple[int, ...], float]:
-        return dict(sorted(mean_estimates(per_seed).items(), key=lambda kv: -abs(kv[1]))[:TOP])
-
-    for lens, sid in (("data", "expected-to-hate"), ("features", "two-sentences")):
-        spec = gate_bench.lens_specs(lens, root)
-        bound = auditor.bound(spec, sid)
-        budget = gate_bench.runtime.spec_from(spec).check_budget(bound.n_features, sid)
-        out.append(bootstrap_case(f"{lens}/{sid}", bound, bound.n_features, budget, seeds, replicates, seed_mean))
-    return out
-
-
 # ================================================================================================ tables
 def fmt(x: Any, f: str = "%.2f") -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f % x
 
 
 def print_row(part: str, case: str, method: str, row: Mapping[str, Any]) -> None:
-    c, o = row["cluster"], row["ols"]
-    log(f"  {part:<7} {case:<28} {method:<13} B={row['budget']:<5} cluster cov {fmt(c['all'].get('coverage'))} "
-        f"(1st {fmt(c['order1'].get('coverage'))}, pairs {fmt(c['order2'].get('coverage'))}) se/sd "
-        f"{fmt(c['all'].get('median_se_over_sd'))} | ols cov {fmt(o['all'].get('coverage'))} se/sd "
-        f"{fmt(o['all'].get('median_se_over_sd'))} ({row['seconds']:.0f} s)")
+    shown = " | ".join(f"{e} cov {fmt(row[e]['all'].get('coverage'))} (1st {fmt(row[e]['order1'].get('coverage'))}, "
+                       f"pairs {fmt(row[e]['order2'].get('coverage'))}) se/sd {fmt(row[e]['all'].get('median_se_over_sd'))}"
+                       for e in estimators_for(method))
+    log(f"  {part:<7} {case:<28} {method:<13} B={row['budget']:<5} {shown} ({row['seconds']:.0f} s)")
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], real: bool) -> str:
@@ -333,7 +252,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], real: bool) -> str:
              "median se / sd | 1st order: median se / sd | missed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         case = f"{r['lens']} / {r['subject']} (n={r['n']})" if real else f"{r['game']} n={r['n']}"
-        for estimator in ESTIMATORS:
+        for estimator in estimators_for(r["method"]):
             s = r[estimator]
             flag = " **<90 %**" if s["all"].get("coverage") is not None and s["all"]["coverage"] < 0.9 else ""
             lines.append(f"| {case} | {r['method']} | {r['index']} | {r['budget']} | {estimator} | "
@@ -343,28 +262,13 @@ def markdown(rows: Sequence[Mapping[str, Any]], real: bool) -> str:
     return "\n".join(lines)
 
 
-def bootstrap_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    lines = ["| case | n | budget | seeds x replicates | estimator | coverage (top 10) | 1st order | pairs | "
-             "median se / sd |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        for estimator in ("cluster", "bootstrap"):
-            s = r[estimator]
-            lines.append(f"| {r['case']} | {r['n']} | {r['budget']} | {r['seeds']} x {r['replicates']} | {estimator} | "
-                         f"{pct(s['all'].get('coverage'))} | {pct(s['order1'].get('coverage'))} | "
-                         f"{pct(s['order2'].get('coverage'))} | {fmt(s['all'].get('median_se_over_sd'))} |")
-    return "\n".join(lines)
-
-
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["planted", "real", "bootstrap"],
-                        choices=["planted", "real", "bootstrap"])
-    parser.add_argument("--boot-seeds", type=int, default=10, help="bootstrap prototype: seeds per case")
-    parser.add_argument("--boot-replicates", type=int, default=20, help="bootstrap prototype: refits per seed")
+    parser.add_argument("--parts", nargs="+", default=["planted", "real"], choices=["planted", "real"])
     parser.add_argument("--lenses", nargs="+", default=["data", "features", "heads"])
     parser.add_argument("--seeds", type=int, default=21, help="seeds per real subject")
     parser.add_argument("--game-seeds", type=int, default=30, help="seeds per planted game")
@@ -385,11 +289,11 @@ def main() -> None:
     if "real" in args.parts:
         log(f"(b) real models, {args.seeds} seeds (load {gate_bench.load_avg()})")
         result["real"] = part_real(args.lenses, args.seeds, Path(args.root))
-    if "bootstrap" in args.parts:
-        log(f"(c) prototype: bootstrap of the whole ProxySPEX fit, {args.boot_seeds} seeds x {args.boot_replicates} "
-            f"replicates (load {gate_bench.load_avg()})")
-        result["bootstrap"] = part_bootstrap(args.boot_seeds, args.boot_replicates, Path(args.root), args.alpha)
     meta["seconds"] = time.perf_counter() - started
+    result["cost"] = {e: {"explains": len(v), "uncertainty_s_median": float(np.median([u for u, _ in v])),
+                          "rest_of_fit_s_median": float(np.median([f for _, f in v])),
+                          "ratio_median": float(np.median([u / f for u, f in v if f > 0]))}
+                      for e, v in COSTS.items()}
     meta["load_at_end"] = gate_bench.load_avg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=gate_bench._json_default))
@@ -397,8 +301,11 @@ def main() -> None:
         log("\n" + markdown(result["planted"], real=False))
     if "real" in result:
         log("\n" + markdown(result["real"], real=True))
-    if "bootstrap" in result:
-        log("\n" + bootstrap_markdown(result["bootstrap"]))
+    log("\n| estimator | explains | uncertainty s (median) | rest of the fit s (median) | ratio (median) |\n"
+        "|---|---|---|---|---|")
+    for e, c in result["cost"].items():
+        log(f"| {e} | {c['explains']} | {c['uncertainty_s_median']:.3f} | {c['rest_of_fit_s_median']:.3f} | "
+            f"{c['ratio_median']:.1f} |")
     log(f"\nwrote {args.out} ({meta['seconds']:.0f} s, load {meta['load_at_end']})")
 
 

@@ -94,6 +94,7 @@ from spex.audit.spec import Gates  # noqa: E402
 from spex.engine import sets  # noqa: E402
 from spex.engine.ranking_diff import SubjectDiff, diff_rankings  # noqa: E402
 from spex.records.gate import verdict  # noqa: E402
+from spex.engine.uncertainty import DEFAULT_ESTIMATOR, coefficient_standard_errors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEMO = Path(__file__).resolve().parents[1] / "spex" / "data" / "demo"
@@ -213,7 +214,7 @@ class Auditor:
         return sum(e.total.computed for e in self.engines.values())
 
     def run(self, spec_dict: Mapping[str, Any], seed: int, *, method: str | None = None,
-            estimator: str = "cluster") -> dict[str, SubjectRun]:
+            estimator: str = DEFAULT_ESTIMATOR) -> dict[str, SubjectRun]:
         """Every subject of the spec explained with ``seed`` (and ``method``, default the spec's)."""
         spec_dict = {**spec_dict, "seed": int(seed)}
         spec = runtime.spec_from(dict(spec_dict))
@@ -384,7 +385,8 @@ def planted_terms(run: SubjectRun, planted: set[int], critical: float) -> list[s
     distinguishable from 0 (|coefficient| > critical · se)."""
     ex = run.explanation
     members = [set(m) for m in sets.to_tuples(ex.spectrum.members)]
-    se = ex.uncertainty.standard_errors() if ex.uncertainty is not None else np.full(len(members), np.nan)
+    se = coefficient_standard_errors(ex.uncertainty, ex.spectrum.members, ex.spectrum.n) \
+        if ex.uncertainty is not None else np.full(len(members), np.nan)
     with np.errstate(invalid="ignore"):
         sure = np.abs(ex.spectrum.coefficients) > critical * se
     return [m for m, ok in zip(members, sure, strict=True) if ok and m & planted]

@@ -6,6 +6,7 @@ import importlib
 import time
 from typing import Any
 
+import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from spex.engine.batching import MaskEvaluator, Progress, ValueFn
@@ -13,7 +14,15 @@ from spex.engine.exact import EXACT_MAX_N, all_masks, spectrum_from_table
 from spex.engine.explanation import Explanation
 from spex.engine.inputs import check_budget, check_n
 from spex.engine.methods.base import Method, StageTimer
-from spex.engine.uncertainty import DEFAULT_ESTIMATOR, ESTIMATORS, Uncertainty, least_squares_uncertainty
+from spex.engine.bootstrap import DEFAULT_REPLICATES, affordable, selection_bootstrap
+from spex.engine.spectrum import Spectrum
+from spex.engine.uncertainty import (
+    DEFAULT_ESTIMATOR,
+    DEFAULT_LEAST_SQUARES,
+    ESTIMATORS,
+    Uncertainty,
+    least_squares_uncertainty,
+)
 from spex.errors import SpexInputError
 
 METHODS: dict[str, str] = {
@@ -50,6 +59,20 @@ class _LimitedEvaluator:
             return self.evaluator(masks)
 
 
+def estimate_uncertainty(algorithm: Method, estimator: str, masks: np.ndarray, values: np.ndarray,
+                         spectrum: Spectrum, *, seed: int, replicates: int = DEFAULT_REPLICATES,
+                         diagnostics: dict[str, Any] | None = None) -> Uncertainty:
+    """The covariance ``estimator`` asks for ("auto" resolved here: see :func:`explain`)."""
+    if estimator == "auto":
+        bootstrap = algorithm.resamplable and affordable(len(masks), spectrum.n)
+        estimator = "bootstrap" if bootstrap else DEFAULT_LEAST_SQUARES
+    if estimator == "bootstrap":
+        return selection_bootstrap(algorithm, masks, values, spectrum, seed=seed, replicates=replicates,
+                                   diagnostics=diagnostics)
+    return least_squares_uncertainty(masks, values, spectrum.members, spectrum.coefficients, spectrum.n,
+                                     estimator=estimator)
+
+
 def explain(
     value_fn: ValueFn,
     n: int,
@@ -61,6 +84,7 @@ def explain(
     progress: Progress | None = None,
     threads: int | None = 1,
     uncertainty: str | None = DEFAULT_ESTIMATOR,
+    replicates: int = DEFAULT_REPLICATES,
     **options: Any,
 ) -> Explanation:
     """Find the interactions that drive ``value_fn`` with at most ``budget`` value calls.
@@ -79,9 +103,15 @@ def explain(
             default). One by default: audits explain many subjects at once (Prefect/Ray workers),
             and on an oversubscribed machine multi-threaded BLAS and LightGBM spin-wait, an order
             of magnitude slower (docs/engine.md). The value function runs outside this limit.
-        uncertainty: how the coefficients' covariance is estimated (:mod:`spex.engine.uncertainty`):
-            ``cluster`` (default; a mask and its complement are one cluster), ``ols``, or None to
-            skip it. It feeds the standard errors and intervals of ``interactions()``.
+        uncertainty: how the coefficients' covariance is estimated; it feeds the standard errors and
+            intervals of ``interactions()``. ``auto`` (default): for a method that chooses its support
+            from the masks (ProxySPEX), ``replicates`` bootstrap refits of the whole fit
+            (:mod:`spex.engine.bootstrap`; no model call) while budget x n is small enough
+            (:func:`spex.engine.bootstrap.affordable`), otherwise — and for every other method — the
+            fixed-support least-squares sandwich ``cluster`` (:mod:`spex.engine.uncertainty`).
+            ``bootstrap``, ``cluster`` or ``ols`` force one; None skips it. Which one ran is in
+            ``diagnostics["uncertainty"]``.
+        replicates: bootstrap refits (at least 2).
         **options: method options (see each method's ``defaults``); unknown ones are an error.
     """
     n = check_n(n)
@@ -93,6 +123,12 @@ def explain(
     if uncertainty is not None and uncertainty not in ESTIMATORS:
         raise SpexInputError(f"uncertainty must be one of {', '.join(ESTIMATORS)} or None; got {uncertainty!r}",
                              field="uncertainty")
+    if uncertainty in ("auto", "bootstrap") and (isinstance(replicates, bool) or not isinstance(replicates, int)
+                                                 or replicates < 2):
+        raise SpexInputError(f"replicates must be an integer >= 2; got {replicates!r}", field="replicates")
+    if uncertainty == "bootstrap" and not algorithm.resamplable:
+        raise SpexInputError(f"uncertainty 'bootstrap' needs a method that chooses its support from the masks "
+                             f"(proxyspex); {algorithm.name!r} keeps a fixed one: use 'cluster'", field="uncertainty")
     evaluator = MaskEvaluator(value_fn, n, batch_size=batch_size, progress=progress)
     timer = StageTimer()
     start = time.perf_counter()
@@ -104,6 +140,8 @@ def explain(
             spectrum = algorithm.from_exact(spectrum_from_table(table))
         diagnostics: dict[str, Any] = {"exact": True}
         covariance = Uncertainty.exact(len(spectrum)) if uncertainty is not None else None
+        if covariance is not None:
+            diagnostics["uncertainty"] = covariance.estimator
     else:
         limited = _LimitedEvaluator(evaluator, threads)  # captures the limits before we set ours
         with threadpool_limits(threads):
@@ -113,8 +151,9 @@ def explain(
         if uncertainty is not None:
             with timer.stage("uncertainty"), threadpool_limits(threads):
                 masks, values = evaluator.measured()
-                covariance = least_squares_uncertainty(masks, values, spectrum.members, spectrum.coefficients, n,
-                                                       estimator=uncertainty)
+                covariance = estimate_uncertainty(algorithm, uncertainty, masks, values, spectrum, seed=seed,
+                                                  replicates=replicates, diagnostics=diagnostics)
+            diagnostics["uncertainty"] = covariance.estimator
     seconds = dict(timer.seconds)
     seconds["value_calls"] = evaluator.seconds
     seconds["total"] = time.perf_counter() - start

@@ -80,8 +80,13 @@ def index_map(spectrum: Spectrum, index: str, order: int | None = None) -> tuple
     Cov(index) = A Σ_F Aᵀ (:mod:`spex.engine.uncertainty`). Rows of A follow ``members``; columns
     follow ``spectrum.members``. ``order`` means what it means for :func:`compute`.
     """
+    return family_index_map(spectrum.members, spectrum.n, index, order)
+
+
+def family_index_map(members: np.ndarray, n: int, index: str, order: int | None = None
+                     ) -> tuple[np.ndarray, sp.csr_matrix]:
+    """:func:`index_map` for any family of Fourier coefficients ``members`` over n features."""
     index = _check(index, order)
-    n, members = spectrum.n, spectrum.members
     k = len(members)
     if index == "fourier":
         return _cap(members, sp.identity(k, format="csr"), order)
@@ -122,6 +127,28 @@ def compute(spectrum: Spectrum, index: str, order: int | None = None) -> tuple[n
         return sets.superset_sums(a_members, a, spectrum.n, weight, max_order=cap)
     members, matrix = index_map(spectrum, index, order)
     return members, matrix @ spectrum.coefficients
+
+
+def _rows_on(uncertainty: Uncertainty, spectrum: Spectrum, ranked: np.ndarray, matrix: sp.csr_matrix,
+             index: str, order: int | None) -> sp.csr_matrix:
+    """The index map's rows for ``ranked`` on the coefficients the covariance describes: the spectrum's
+    own (``matrix`` as it is) or — for the selection bootstrap — the union of its replicates' supports,
+    where a term the fit dropped still moves the index (a row the union cannot reach stays all-zero)."""
+    if uncertainty.members is None:
+        return matrix
+    union_members, union_matrix = family_index_map(sets.canonical(uncertainty.members), spectrum.n, index, order)
+    width = max(union_members.shape[1], ranked.shape[1])
+    union_keys = sets.keys(sets.pad_to(union_members, width), spectrum.n)
+    wanted = sets.keys(sets.pad_to(ranked, width), spectrum.n)
+    order_keys = np.argsort(union_keys, kind="stable")
+    pos = np.minimum(np.searchsorted(union_keys[order_keys], wanted), max(len(union_keys) - 1, 0))
+    found = np.zeros(len(wanted), dtype=bool) if len(union_keys) == 0 else union_keys[order_keys][pos] == wanted
+    rows = sp.csr_matrix((len(wanted), union_matrix.shape[1]))
+    if found.any():
+        pick = sp.csr_matrix((np.ones(int(found.sum())), (np.flatnonzero(found), order_keys[pos[found]])),
+                             shape=(len(wanted), union_matrix.shape[0]))
+        rows = (pick @ union_matrix).tocsr()
+    return rows
 
 
 def _cap(members: np.ndarray, values: np.ndarray | sp.csr_matrix, order: int | None) -> tuple[np.ndarray, Any]:
@@ -174,7 +201,8 @@ def interaction_table(
     )
     if uncertainty is not None:
         if propagate:
-            se = uncertainty.standard_errors(matrix[ranking])
+            se = uncertainty.standard_errors(_rows_on(uncertainty, spectrum, members[ranking], matrix[ranking],
+                                                      index, order))
         else:  # exact (no sampling error) or unknown (NaN) alike for every value
             se = np.full(len(ranking), 0.0 if uncertainty.estimator == "exact" else np.nan)
         half = uncertainty.quantile(level) * se

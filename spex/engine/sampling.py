@@ -12,7 +12,7 @@ import numpy as np
 
 from spex.content import array_digest, bytes_digest
 
-STREAMS = ("train", "holdout", "spex-design", "proxy", "split")
+STREAMS = ("train", "holdout", "spex-design", "proxy", "split", "bootstrap")
 
 
 def rng(seed: int, stream: str) -> np.random.Generator:

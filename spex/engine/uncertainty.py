@@ -39,8 +39,12 @@ from spex.engine import sets
 from spex.engine.linalg import RCOND
 from spex.engine.maskbits import mask_keys
 
-ESTIMATORS = ("cluster", "ols")
-DEFAULT_ESTIMATOR = "cluster"
+# "auto": the selection bootstrap (spex.engine.bootstrap) for a method that chooses its support from the
+# masks while it is affordable, the cluster sandwich otherwise; "bootstrap" insists on it.
+ESTIMATORS = ("auto", "bootstrap", "cluster", "ols")
+LEAST_SQUARES_ESTIMATORS = ("cluster", "ols")
+DEFAULT_ESTIMATOR = "auto"
+DEFAULT_LEAST_SQUARES = "cluster"
 DEFAULT_LEVEL = 0.95
 DENSE_MAX_K = 2000  # a K x K factor above this (32 MB at 2000) switches to the diagonal approximation
 
@@ -56,6 +60,9 @@ class Uncertainty:
         estimator: ``cluster``, ``ols`` or ``exact`` (all 2^n masks measured: no sampling error).
         sigma: the residual standard deviation (RMS of the refit's residuals).
         diagonal: whether ``factor`` holds variances only.
+        members: the coefficients the rows of ``factor`` refer to, when they are not the spectrum's own:
+            the bootstrap (:mod:`spex.engine.bootstrap`) reports the union of its replicates' supports,
+            a superset of the spectrum's members (a term the fit dropped has estimate 0, yet a variance).
     """
 
     factor: np.ndarray
@@ -63,6 +70,7 @@ class Uncertainty:
     estimator: str
     sigma: float
     diagonal: bool = False
+    members: np.ndarray | None = None
 
     @classmethod
     def exact(cls, k: int) -> Uncertainty:
@@ -103,7 +111,23 @@ class Uncertainty:
         return np.sqrt(np.einsum("tm,tm->t", projected, projected))
 
 
-def _clusters(masks: np.ndarray) -> tuple[np.ndarray, int]:
+def coefficient_standard_errors(uncertainty: Uncertainty, members: np.ndarray, n: int) -> np.ndarray:
+    """se of each coefficient of a spectrum with ``members``, whether the covariance's rows are those
+    members or (the bootstrap) a superset of them; a member the covariance does not describe gets NaN."""
+    if uncertainty.members is None:
+        return uncertainty.standard_errors()
+    width = max(uncertainty.members.shape[1], members.shape[1])
+    own = sets.keys(sets.pad_to(uncertainty.members, width), n)
+    wanted = sets.keys(sets.pad_to(members, width), n)
+    order = np.argsort(own, kind="stable")
+    pos = np.minimum(np.searchsorted(own[order], wanted), max(len(own) - 1, 0))
+    found = own[order][pos] == wanted if len(own) else np.zeros(len(wanted), dtype=bool)
+    out = np.full(len(wanted), np.nan)
+    out[found] = uncertainty.standard_errors()[order[pos[found]]]
+    return out
+
+
+def complement_clusters(masks: np.ndarray) -> tuple[np.ndarray, int]:
     """(cluster id per row, number of clusters): a mask and its complement, when both were
     measured, share one cluster."""
     b = len(masks)
@@ -122,14 +146,14 @@ def _cluster_sums(clusters: np.ndarray, n_clusters: int, rows: np.ndarray) -> np
 
 
 def least_squares_uncertainty(masks: np.ndarray, values: np.ndarray, members: np.ndarray, coefficients: np.ndarray,
-                              n: int, *, estimator: str = DEFAULT_ESTIMATOR) -> Uncertainty:
+                              n: int, *, estimator: str = DEFAULT_LEAST_SQUARES) -> Uncertainty:
     """The covariance of least-squares coefficients on the support ``members`` over (``masks``, ``values``).
 
     ``masks`` are the unique masks measured (a repeated row would count its residual twice).
     Coefficients whose design columns are linear combinations of earlier ones (tiny budgets) get NaN.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
+    if estimator not in LEAST_SQUARES_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(LEAST_SQUARES_ESTIMATORS)}; got {estimator!r}")
     masks = np.asarray(masks, dtype=bool)
     values = np.asarray(values, dtype=np.float64)
     k = len(members)
@@ -153,7 +177,7 @@ def least_squares_uncertainty(masks: np.ndarray, values: np.ndarray, members: np
         inner = np.sqrt(np.sum(residuals**2) / dof_resid) * r_inv
         dof = dof_resid
     else:
-        clusters, n_clusters = _clusters(masks)
+        clusters, n_clusters = complement_clusters(masks)
         if n_clusters <= 1:
             return Uncertainty.unknown(k, estimator)
         scores = _cluster_sums(clusters, n_clusters, q * residuals[:, None])  # Σ_{i in c} q_i e_i
@@ -180,7 +204,7 @@ def _diagonal(masks: np.ndarray, values: np.ndarray, members: np.ndarray, coeffi
     if estimator == "ols":
         variances = np.full(k, np.sum(residuals**2) / (b - k) / b)
         return Uncertainty(variances, dof=b - k, estimator=estimator, sigma=sigma, diagonal=True)
-    clusters, n_clusters = _clusters(masks)
+    clusters, n_clusters = complement_clusters(masks)
     order = np.argsort(clusters, kind="stable")  # rows of one cluster are adjacent: chunks never split one
     sorted_ids = clusters[order]
     squares = np.zeros(k)

@@ -71,10 +71,10 @@ def test_ols_factor_is_sigma_squared_inverse_gram() -> None:
 
 
 def test_complement_pairs_form_one_cluster() -> None:
-    from spex.engine.uncertainty import _clusters
+    from spex.engine.uncertainty import complement_clusters
 
     masks = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=bool)
-    ids, count = _clusters(masks)
+    ids, count = complement_clusters(masks)
     assert count == 3
     assert ids[0] == ids[1] and ids[3] == ids[4] and len({ids[0], ids[2], ids[3]}) == 3
 
@@ -105,7 +105,8 @@ def test_intervals_cover_the_planted_truth(method: str, n: int, budget: int) -> 
     truth = dict(zip(sets.to_tuples(true_members[keep][strongest]), true_values[keep][strongest], strict=True))
     covered = []
     for seed in range(30):
-        table = spex.explain(game, n, budget=budget, method=method, seed=seed).interactions(index="fbii", order=2)
+        table = spex.explain(game, n, budget=budget, method=method, seed=seed,
+                             uncertainty="cluster").interactions(index="fbii", order=2)
         rows = {m: (lo, hi) for m, lo, hi in zip(table["members"], table["ci_low"], table["ci_high"], strict=True)}
         covered += [t in rows and rows[t][0] <= v <= rows[t][1] for t, v in truth.items()]
     assert 0.85 <= float(np.mean(covered)) <= 0.995, np.mean(covered)

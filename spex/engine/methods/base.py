@@ -82,6 +82,10 @@ class Method(ABC):
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    # True when the method chooses its support from the masks and can be fit again on any given
+    # (masks, values, validation rows) through ``fit_measured``: its standard errors then come from a
+    # bootstrap of the whole fit (:mod:`spex.engine.bootstrap`), which sees the support move.
+    resamplable: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -105,6 +109,21 @@ class Method(ABC):
         self, evaluate: MaskEvaluator, n: int, budget: int, seed: int, timer: StageTimer
     ) -> tuple[Spectrum, dict[str, Any]]:
         """Sample, evaluate (one call), and recover the spectrum. Returns (spectrum, diagnostics)."""
+
+    def fit_measured(self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, seed: int,
+                     timer: StageTimer) -> tuple[Spectrum, dict[str, Any], Any]:
+        """Fit on given masks ``x``, values ``y`` and validation rows (no value call); returns (spectrum,
+        diagnostics, the proxy or None). Only ``resamplable`` methods implement it."""
+        raise NotImplementedError(f"method {self.name!r} cannot be refit on given masks")
+
+    def for_replicates(self, diagnostics: dict[str, Any]) -> Method:
+        """The method the bootstrap refits on each resample, given the main fit's ``diagnostics``
+        (default: this one, unchanged)."""
+        return self
+
+    def validation_fraction(self) -> float:
+        """The share of masks a resamplable method holds out to choose its support."""
+        return float(self.options.get("validation_fraction", 0.2))
 
     def from_exact(self, spectrum: Spectrum) -> Spectrum:
         """What this method reports when the budget covers all 2^n masks (default: the exact spectrum)."""
