@@ -362,7 +362,7 @@ def run_ours(bound: Any, n: int, budget: int, method: str, seed: int, holdout: n
              **options: Any) -> dict[str, Any]:
     engine = bound.engine
     before = engine.total.computed
-    ex = spex.explain(bound, n, budget=budget, method=method, seed=seed, **options)
+    ex = spex.explain(bound, n, budget=budget, method=method, seed=seed, uncertainty="cluster", **options)
     pred = ex.spectrum.predict(holdout)
     orders = ex.spectrum.orders if len(ex.spectrum) else np.zeros(0)
     return {"r2": spex.engine.heldout.r2(y_holdout, pred), "pred": pred, "seconds": ex.seconds["outside_value_calls"],

@@ -172,7 +172,8 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
                 "topk_drop": drops([tuple(top[:k]) for k in KS]), "calls": budget, "fit_seconds": fit_cc,
                 "top_sources": [int(i) for i in top[:3]], "weights": [float(w) for w in weight],
             }
-        ex = spex.explain(bound, n, budget=budget, method="proxyspex", seed=args.seed)
+        ex = spex.explain(bound, n, budget=budget, method="proxyspex", seed=args.seed,
+                         uncertainty="cluster")  # R² and seconds as recorded; se not compared here
         choices = [spex.removal(ex.spectrum, k, "down").features for k in KS]
         entry["spex"] = {
             "r2": r2(y_held, ex.spectrum.predict(heldout)), "topk_drop": drops(choices), "calls": int(ex.n_calls),

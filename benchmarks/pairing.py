@@ -83,7 +83,7 @@ def score(subject: dict[str, Any], alpha: float, seed: int, paired: bool) -> flo
         return values[[index[m.tobytes()] for m in np.packbits(x, axis=1)]]
 
     budget = max(32, int(round(alpha * n * math.log2(n))))
-    ex = spex.explain(lookup, n, budget=budget, seed=seed, pair_complements=paired)
+    ex = spex.explain(lookup, n, budget=budget, seed=seed, pair_complements=paired, uncertainty="cluster")
     return spex.engine.heldout.r2(values, ex.spectrum.predict(masks))
 
 
