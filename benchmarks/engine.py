@@ -58,7 +58,7 @@ class TimedGame:
 
 # The fits are timed with the fixed-support cluster sandwich (0.01-0.02 s), as every recorded table here
 # was: shapiq computes no uncertainty. The audits' default at small sizes, the selection bootstrap
-# (spex.engine.bootstrap: 20 refits), is costed in benchmarks/coverage.py.
+# (spex.engine.bootstrap: 20 refits), is costed in benchmarks/intervals.py.
 FIT_UNCERTAINTY = "cluster"
 
 def mobius_r2(n: int, mobius: dict[tuple[int, ...], float], game: PlantedGame, holdout: np.ndarray) -> float:

@@ -9,7 +9,7 @@ spec's (``spec.check_budget``), the method runs through ``spex.explain`` with th
 tables come from :func:`spex.audit.search.interaction_tables`, the diff from
 :func:`spex.engine.ranking_diff.diff_rankings` and the verdict from :func:`spex.audit.gates.evaluate_gates`.
 Every model call goes through one :class:`spex.ablation.AblationEngine` and a persistent store, so no mask
-is ever computed twice — across seeds, across runs of this script and ``benchmarks/coverage.py``.
+is ever computed twice — across seeds, across runs of this script and ``benchmarks/intervals.py``.
 
 * **heads** — the demo's negation task (``spex/data/demo/sentiment-heads.yaml``: 6 sentences, 72 heads,
   α = 1.5). Planted: the attention output projection's input columns of one head (the head the baseline's
@@ -676,7 +676,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the model calls")
     parser.add_argument("--root", default=str(settings.data_dir() / "benchmarks"),
-                        help="ablation store and planted folders (reused across runs and by coverage.py)")
+                        help="ablation store and planted folders (reused across runs and by intervals.py)")
     parser.add_argument("--out", default=str(RESULTS / "gates.json"))
     parser.add_argument("--end-to-end-min-effect", type=float, default=None,
                         help="also run one seed of the features lens through spex.audit.run and an MLflow registry "

@@ -3,7 +3,7 @@
 ProxySPEX chooses its support from the same masks it then fits on. The least-squares covariance of
 :mod:`spex.engine.uncertainty` holds that support fixed, and on real models it is about half the
 seed-to-seed spread of a first-order value: each draw of masks keeps a different set of small pairs,
-and a first-order Faith-Banzhaf value sums over them (``benchmarks/coverage.py``). Repeating the
+and a first-order Faith-Banzhaf value sums over them (``benchmarks/intervals.py``). Repeating the
 *whole* fit — proxy, support selection, refit — on resampled masks puts that movement into the
 replicates, and their spread is the standard error.
 

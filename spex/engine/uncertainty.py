@@ -13,7 +13,7 @@ estimate is F̂ = (XᵀX)⁻¹Xᵀy with X the parity design, so its covariance 
   of even-order coefficients. Residuals also differ in size across masks (the omitted terms are not
   homoscedastic), which the sandwich absorbs.
 
-Which one spex trusts is decided by measured coverage (``benchmarks/coverage.py``,
+Which one spex trusts is decided by measured coverage (``benchmarks/intervals.py``,
 ``docs/uncertainty.md``), not by taste.
 
 The covariance is kept as a *factor* L with Cov(F̂) = L Lᵀ (K × m), so it passes through any linear

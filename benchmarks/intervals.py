@@ -1,10 +1,10 @@
-"""Coverage of the nominal 95 % intervals (issue 12): how often does an interaction's interval contain
+"""Coverage of the nominal 95 % intervals (issue 12; named ``intervals`` so as not to shadow the
+``coverage`` package, which numba imports): how often does an interaction's interval contain
 the truth, and how does the reported standard error compare with the estimate's real spread?
 
 **(a) Planted noisy games** (:func:`spex.engine.synthetic.planted`, hashed per-mask noise of 0.1 × the
 signal's sd): the truth is the planted function's exact index — Faith-Banzhaf of order 2 (order 1 for
-``linear``, which estimates that) — from its exact spectrum. Per game, method and estimator (``cluster``:
-the default, a mask and its complement one cluster; ``ols``), over ``--game-seeds`` seeds (the method's
+``linear``, which estimates that) — from its exact spectrum. Per game, method and estimator (below), over ``--game-seeds`` seeds (the method's
 seed: its masks; the game is fixed): the fraction of (seed, interaction) whose interval contains the truth,
 over the 10 interactions largest in |truth|, split by order; and per interaction mean se / sd of the
 estimates across seeds (1 = the se is right; < 1 too small), and the bias of the seeds' mean in units of
@@ -19,9 +19,11 @@ and coverage is the fraction of (seed, interaction) whose interval contains that
 interactions of the mean largest in |value|; also sd across seeds vs mean se. What this cannot see: a
 bias shared by every seed (a term no seed's support picks up).
 
-**(c) A prototype** (``--parts bootstrap``; not spex's estimator): the same coverage for intervals from a
-cluster bootstrap of the *whole* ProxySPEX fit (proxy, support selection, refit), which sees the support
-moving between resamples — the measured candidate for a selection-aware estimator.
+**Estimators** (columns): ``bootstrap`` — spex's default for ProxySPEX at these sizes
+(:mod:`spex.engine.bootstrap`: 20 cluster-bootstrap refits of the whole fit, support selection included),
+``cluster`` — the fixed-support least-squares sandwich (the default for the other methods, and for
+ProxySPEX above :data:`spex.engine.bootstrap.AUTO_MAX_CELLS`), ``ols``. A last table gives what each
+estimator costs: its seconds against the rest of the fit's (outside value calls), median per explain.
 
 Budgets: ProxySPEX and linear at the spec's α·n·log2 n (a's games: α = 4; b: the specs' α); faith_banzhaf
 at max(that, 2 × its 1 + n + n(n−1)/2 columns) so that it solves least squares (below that it falls back
@@ -33,12 +35,12 @@ masks (b = 5, t = 5, C = 3; its minimum design). Real models: faith_banzhaf is n
 Every model call goes through the persistent ablation store of ``benchmarks/gates.py`` (``--root``), so the
 seeds ``gates.py`` ran are not computed again (and the reverse).
 
-    python benchmarks/coverage.py                         # (a) + (b) + (c): ~95 min on 2 busy cores the first
-                                                          # time (c: 45 min), ~55 min once gates.py filled the store
-    python benchmarks/coverage.py --parts planted         # (a) only, ~3 min
-    python benchmarks/coverage.py --parts real --lenses data --seeds 5 --out /tmp/c.json   # smoke run
+    python benchmarks/intervals.py                        # (a) + (b): ~25 min on 2 quiet cores the first time,
+                                                          # a few minutes once gates.py filled the store
+    python benchmarks/intervals.py --parts planted        # (a) only, ~5 min
+    python benchmarks/intervals.py --parts real --lenses data --seeds 5 --out /tmp/c.json   # smoke run
 
-Writes ``benchmarks/results/coverage.json`` and prints the tables.
+Writes ``benchmarks/results/intervals.json`` and prints the tables.
 """
 
 from __future__ import annotations
@@ -275,7 +277,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=4.0, help="planted games: budget alpha·n·log2 n")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", default=str(settings.data_dir() / "benchmarks"))
-    parser.add_argument("--out", default=str(RESULTS / "coverage.json"))
+    parser.add_argument("--out", default=str(RESULTS / "intervals.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     meta = {"machine": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
