@@ -5,7 +5,7 @@ Three lenses on the built-in MiniLM sentiment classifier (``builtin:minilm-senti
 way ``spex.audit`` does it, at engine level (no Prefect, no MLflow, for speed): the spec is validated
 (:func:`spex.audit.runtime.spec_from`), each subject's value function is the lens's own
 (:func:`spex.audit.runtime.value_function`, the path the audit's ablate stage uses), the budget is the
-spec's (``spec.check_budget``), the method runs through ``spex.explain`` with the cluster covariance, the
+spec's (``spec.check_budget``), the method runs through ``spex.explain`` with its default covariance (the selection bootstrap), the
 tables come from :func:`spex.audit.search.interaction_tables`, the diff from
 :func:`spex.engine.ranking_diff.diff_rankings` and the verdict from :func:`spex.audit.gates.evaluate_gates`.
 Every model call goes through one :class:`spex.ablation.AblationEngine` and a persistent store, so no mask
