@@ -137,18 +137,10 @@ def _rows_on(uncertainty: Uncertainty, spectrum: Spectrum, ranked: np.ndarray, m
     if uncertainty.members is None:
         return matrix
     union_members, union_matrix = family_index_map(sets.canonical(uncertainty.members), spectrum.n, index, order)
-    width = max(union_members.shape[1], ranked.shape[1])
-    union_keys = sets.keys(sets.pad_to(union_members, width), spectrum.n)
-    wanted = sets.keys(sets.pad_to(ranked, width), spectrum.n)
-    order_keys = np.argsort(union_keys, kind="stable")
-    pos = np.minimum(np.searchsorted(union_keys[order_keys], wanted), max(len(union_keys) - 1, 0))
-    found = np.zeros(len(wanted), dtype=bool) if len(union_keys) == 0 else union_keys[order_keys][pos] == wanted
-    rows = sp.csr_matrix((len(wanted), union_matrix.shape[1]))
-    if found.any():
-        pick = sp.csr_matrix((np.ones(int(found.sum())), (np.flatnonzero(found), order_keys[pos[found]])),
-                             shape=(len(wanted), union_matrix.shape[0]))
-        rows = (pick @ union_matrix).tocsr()
-    return rows
+    rows = sets.locate(union_members, ranked, spectrum.n)
+    found = np.flatnonzero(rows >= 0)
+    pick = sp.csr_matrix((np.ones(len(found)), (found, rows[found])), shape=(len(rows), union_matrix.shape[0]))
+    return (pick @ union_matrix).tocsr()
 
 
 def _cap(members: np.ndarray, values: np.ndarray | sp.csr_matrix, order: int | None) -> tuple[np.ndarray, Any]:

@@ -86,6 +86,21 @@ def keys(members: np.ndarray, n: int) -> np.ndarray:
     return inverse.reshape(-1).astype(np.int64)
 
 
+def locate(family: np.ndarray, wanted: np.ndarray, n: int) -> np.ndarray:
+    """For each row of ``wanted``, its row index in ``family`` (-1 where it is not there); both canonical."""
+    width = max(np.asarray(family).shape[1], np.asarray(wanted).shape[1])
+    own = keys(pad_to(np.asarray(family), width), n)
+    want = keys(pad_to(np.asarray(wanted), width), n)
+    out = np.full(len(want), -1, dtype=np.int64)
+    if len(own) == 0 or len(want) == 0:
+        return out
+    order = np.argsort(own, kind="stable")
+    pos = np.minimum(np.searchsorted(own[order], want), len(own) - 1)
+    found = own[order][pos] == want
+    out[found] = order[pos[found]]
+    return out
+
+
 def group_sum(members: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge equal subsets, summing their values. Returns (unique members, sums)."""
     members = np.asarray(members)

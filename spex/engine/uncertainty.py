@@ -116,14 +116,9 @@ def coefficient_standard_errors(uncertainty: Uncertainty, members: np.ndarray, n
     members or (the bootstrap) a superset of them; a member the covariance does not describe gets NaN."""
     if uncertainty.members is None:
         return uncertainty.standard_errors()
-    width = max(uncertainty.members.shape[1], members.shape[1])
-    own = sets.keys(sets.pad_to(uncertainty.members, width), n)
-    wanted = sets.keys(sets.pad_to(members, width), n)
-    order = np.argsort(own, kind="stable")
-    pos = np.minimum(np.searchsorted(own[order], wanted), max(len(own) - 1, 0))
-    found = own[order][pos] == wanted if len(own) else np.zeros(len(wanted), dtype=bool)
-    out = np.full(len(wanted), np.nan)
-    out[found] = uncertainty.standard_errors()[order[pos[found]]]
+    rows = sets.locate(uncertainty.members, members, n)
+    out = np.full(len(rows), np.nan)
+    out[rows >= 0] = uncertainty.standard_errors()[rows[rows >= 0]]
     return out
 
 

@@ -100,3 +100,11 @@ def test_bad_bootstrap_requests_are_refused_in_one_line() -> None:
     for bad in (1, 2.5, True):
         with pytest.raises(SpexInputError, match="replicates must be an integer >= 2"):
             spex.explain(game, 8, budget=100, replicates=bad)
+
+
+def test_locate_finds_rows_across_widths_and_marks_the_missing() -> None:
+    family = sets.from_tuples([(), (0,), (1, 2), (0, 1, 3)])
+    wanted = sets.from_tuples([(1, 2), (4,), (), (0, 1, 3), (0,)])
+    np.testing.assert_array_equal(sets.locate(family, wanted, 5), [2, -1, 0, 3, 1])
+    assert len(sets.locate(family, sets.from_tuples([]), 5)) == 0
+    np.testing.assert_array_equal(sets.locate(sets.from_tuples([]), wanted, 5), [-1] * 5)
