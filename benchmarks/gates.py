@@ -47,8 +47,8 @@ without Prefect: both folders registered as versions of an MLflow registered mod
 on the baseline, then the release audit of the planted version with ``max_significant_changes: 0`` and
 ``min_effect: X`` (fresh SQLite DB and MLflow store in a temp data dir; its ablation store is this one).
 
-    python benchmarks/gates.py --end-to-end-min-effect 0.25   # 93 min on 2 busy cores the first time (heads: 84);
-                                                              # reruns reuse the store: ~3 min
+    python benchmarks/gates.py --end-to-end-min-effect 0   # ~20 min on 2 quiet cores the first time (heads: 12);
+                                                           # reruns reuse the store: ~5 min
     python benchmarks/gates.py --lenses data --seeds 5 --out /tmp/g.json   # smoke run
 
 Writes ``benchmarks/results/gates.json`` and prints one table per lens.
