@@ -19,8 +19,11 @@ How a replicate is drawn (no value call: it reuses the measured masks and values
 
 The replicates' coefficients live on the *union* of their supports; the covariance is reported on
 that union (:attr:`Uncertainty.members`), so an index's standard error includes the terms some
-replicates keep and others drop. Cov = L Lᵀ with L = (C − C̄)ᵀ / √(R − 1) over R replicates, and the
-intervals use Student t at R − 1 degrees of freedom (the spread is itself estimated from R draws).
+replicates keep and others drop. Cov = L Lᵀ with L = (C − F̂)ᵀ / √R over R replicates: the spread
+around the estimate F̂ itself, not around the replicates' mean, so a term the fit kept and every
+replicate dropped gets a standard error of its own size instead of 0 (the mean square deviation
+also holds the replicates' bias). The intervals use Student t at R − 1 degrees of freedom (the spread
+is itself estimated from R draws).
 
 Cost: R fits of the method (no model call). ``spex.explain(uncertainty="auto")`` uses it only where
 R fits stay cheap (:func:`affordable`) and falls back to the fixed-support sandwich beyond, saying so
@@ -109,12 +112,13 @@ def _union_covariance(spectrum: Spectrum, fitted: list[Spectrum], sigma: float) 
     keys = sets.keys(stacked, n)
     union_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
+    point = np.zeros(len(union_keys))
+    point[inverse[:len(spectrum.members)]] = spectrum.coefficients
     coefficients = np.zeros((len(fitted), len(union_keys)))
     offset = len(spectrum.members)
     for r, f in enumerate(fitted):
         coefficients[r, inverse[offset:offset + len(f.members)]] = f.coefficients
         offset += len(f.members)
-    deviations = coefficients - coefficients.mean(axis=0)
-    factor = deviations.T / np.sqrt(len(fitted) - 1)
+    factor = (coefficients - point).T / np.sqrt(len(fitted))  # the spread around the estimate itself
     return Uncertainty(factor, dof=len(fitted) - 1, estimator="bootstrap", sigma=sigma,
                        members=sets.trim(stacked[first]))

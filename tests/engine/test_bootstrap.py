@@ -24,7 +24,8 @@ def _as_dict(spectrum: Spectrum, index: str, order: int | None) -> dict[tuple[in
 @pytest.mark.parametrize("index, order", [("fbii", 2), ("shapley", None), ("mobius", None), ("fourier", None)])
 def test_index_se_is_the_spread_of_the_replicates_index_values(index: str, order: int | None) -> None:
     """Replicates with different supports (a pair only some keep): the se of every reported value equals the
-    sample sd of that value computed on each replicate on its own (brute force), terms it dropped included."""
+    root mean square deviation from the reported value of that value computed on each replicate on its own
+    (brute force), terms they dropped included."""
     n = 5
     gen = np.random.default_rng(3)
     point = Spectrum.from_dict(n, {(): 0.5, (0,): 1.0, (1,): -0.7, (0, 1): 0.4, (2, 3): 0.2})
@@ -37,14 +38,22 @@ def test_index_se_is_the_spread_of_the_replicates_index_values(index: str, order
     table = point.interactions(index=index, order=order, uncertainty=u)
     assert len(table) > 0
     per_replicate = [_as_dict(f, index, order) for f in fitted]
-    for members, se in zip(table["members"], table["se"], strict=True):
-        brute = np.std([d.get(members, 0.0) for d in per_replicate], ddof=1)
+    for members, value, se in zip(table["members"], table["value"], table["se"], strict=True):
+        brute = np.sqrt(np.mean([(d.get(members, 0.0) - value) ** 2 for d in per_replicate]))
         assert se == pytest.approx(brute, rel=1e-9, abs=1e-12), members
-    # per coefficient: aligned to the point spectrum's members, a member no replicate kept has se 0
+    # per coefficient, aligned to the point spectrum's members
     per_coefficient = coefficient_standard_errors(u, point.members, n)
-    for members, se in zip(sets.to_tuples(point.members), per_coefficient, strict=True):
-        brute = np.std([f.to_dict().get(members, 0.0) for f in fitted], ddof=1)
+    for members, value, se in zip(sets.to_tuples(point.members), point.coefficients, per_coefficient, strict=True):
+        brute = np.sqrt(np.mean([(f.to_dict().get(members, 0.0) - value) ** 2 for f in fitted]))
         assert se == pytest.approx(brute, rel=1e-9, abs=1e-12), members
+
+
+def test_a_term_every_replicate_dropped_gets_an_error_of_its_size() -> None:
+    point = Spectrum.from_dict(3, {(): 1.0, (0,): 0.5, (1, 2): 0.3})
+    fitted = [Spectrum.from_dict(3, {(): 1.0, (0,): 0.5 + d}) for d in (-0.01, 0.0, 0.01)]
+    se = coefficient_standard_errors(_union_covariance(point, fitted, sigma=0.0), point.members, 3)
+    by_member = dict(zip(sets.to_tuples(point.members), se, strict=True))
+    assert by_member[(1, 2)] == pytest.approx(0.3) and by_member[(0,)] == pytest.approx(np.sqrt(2e-4 / 3))
 
 
 def test_bootstrap_intervals_cover_the_planted_truth_where_the_sandwich_does_not() -> None:
