@@ -195,6 +195,8 @@ def interaction_table(
         if propagate:
             se = uncertainty.standard_errors(_rows_on(uncertainty, spectrum, members[ranking], matrix[ranking],
                                                       index, order))
+            if uncertainty.floor is not None:  # the bootstrap's: never below the fixed-support sandwich
+                se = np.fmax(se, uncertainty.floor.standard_errors(matrix[ranking]))
         else:  # exact (no sampling error) or unknown (NaN) alike for every value
             se = np.full(len(ranking), 0.0 if uncertainty.estimator == "exact" else np.nan)
         half = uncertainty.quantile(level) * se

@@ -63,6 +63,8 @@ class Uncertainty:
         members: the coefficients the rows of ``factor`` refer to, when they are not the spectrum's own:
             the bootstrap (:mod:`spex.engine.bootstrap`) reports the union of its replicates' supports,
             a superset of the spectrum's members (a term the fit dropped has estimate 0, yet a variance).
+        floor: a covariance on the spectrum's own members whose standard error each reported one is at least
+            (the bootstrap's: the fixed-support sandwich; see :mod:`spex.engine.bootstrap`).
     """
 
     factor: np.ndarray
@@ -71,6 +73,7 @@ class Uncertainty:
     sigma: float
     diagonal: bool = False
     members: np.ndarray | None = None
+    floor: Uncertainty | None = None
 
     @classmethod
     def exact(cls, k: int) -> Uncertainty:
@@ -119,6 +122,8 @@ def coefficient_standard_errors(uncertainty: Uncertainty, members: np.ndarray, n
     rows = sets.locate(uncertainty.members, members, n)
     out = np.full(len(rows), np.nan)
     out[rows >= 0] = uncertainty.standard_errors()[rows[rows >= 0]]
+    if uncertainty.floor is not None:
+        out = np.fmax(out, uncertainty.floor.standard_errors())
     return out
 
 

@@ -24,8 +24,7 @@ def _as_dict(spectrum: Spectrum, index: str, order: int | None) -> dict[tuple[in
 @pytest.mark.parametrize("index, order", [("fbii", 2), ("shapley", None), ("mobius", None), ("fourier", None)])
 def test_index_se_is_the_spread_of_the_replicates_index_values(index: str, order: int | None) -> None:
     """Replicates with different supports (a pair only some keep): the se of every reported value equals the
-    root mean square deviation from the reported value of that value computed on each replicate on its own
-    (brute force), terms they dropped included."""
+    sample sd of that value computed on each replicate on its own (brute force), terms it dropped included."""
     n = 5
     gen = np.random.default_rng(3)
     point = Spectrum.from_dict(n, {(): 0.5, (0,): 1.0, (1,): -0.7, (0, 1): 0.4, (2, 3): 0.2})
@@ -38,22 +37,29 @@ def test_index_se_is_the_spread_of_the_replicates_index_values(index: str, order
     table = point.interactions(index=index, order=order, uncertainty=u)
     assert len(table) > 0
     per_replicate = [_as_dict(f, index, order) for f in fitted]
-    for members, value, se in zip(table["members"], table["value"], table["se"], strict=True):
-        brute = np.sqrt(np.mean([(d.get(members, 0.0) - value) ** 2 for d in per_replicate]))
+    for members, se in zip(table["members"], table["se"], strict=True):
+        brute = np.std([d.get(members, 0.0) for d in per_replicate], ddof=1)
         assert se == pytest.approx(brute, rel=1e-9, abs=1e-12), members
     # per coefficient, aligned to the point spectrum's members
     per_coefficient = coefficient_standard_errors(u, point.members, n)
-    for members, value, se in zip(sets.to_tuples(point.members), point.coefficients, per_coefficient, strict=True):
-        brute = np.sqrt(np.mean([(f.to_dict().get(members, 0.0) - value) ** 2 for f in fitted]))
+    for members, se in zip(sets.to_tuples(point.members), per_coefficient, strict=True):
+        brute = np.std([f.to_dict().get(members, 0.0) for f in fitted], ddof=1)
         assert se == pytest.approx(brute, rel=1e-9, abs=1e-12), members
 
 
-def test_a_term_every_replicate_dropped_gets_an_error_of_its_size() -> None:
-    point = Spectrum.from_dict(3, {(): 1.0, (0,): 0.5, (1, 2): 0.3})
-    fitted = [Spectrum.from_dict(3, {(): 1.0, (0,): 0.5 + d}) for d in (-0.01, 0.0, 0.01)]
-    se = coefficient_standard_errors(_union_covariance(point, fitted, sigma=0.0), point.members, 3)
-    by_member = dict(zip(sets.to_tuples(point.members), se, strict=True))
-    assert by_member[(1, 2)] == pytest.approx(0.3) and by_member[(0,)] == pytest.approx(np.sqrt(2e-4 / 3))
+def test_the_sandwich_is_the_floor_of_every_bootstrap_error() -> None:
+    """A value every replicate agrees on (here: a term they all dropped) still gets the fixed-support error."""
+    game = planted(16, "hierarchical", k=3, order=3, noise=0.1, seed=4)
+    ex = spex.explain(game, 16, budget=400, seed=1, uncertainty="bootstrap")
+    assert ex.uncertainty.floor is not None and ex.uncertainty.floor.estimator == "cluster"
+    sandwich = spex.explain(game, 16, budget=400, seed=1, uncertainty="cluster")
+    boot, fixed = ex.interactions(index="fbii", order=2), sandwich.interactions(index="fbii", order=2)
+    np.testing.assert_array_equal(boot["value"].to_numpy(), fixed["value"].to_numpy())
+    assert (boot["se"].to_numpy() >= fixed["se"].to_numpy() * (1 - 1e-12)).all()
+    assert (boot["se"] > fixed["se"] * 1.01).any()  # and the bootstrap adds to it somewhere
+    per_coefficient = coefficient_standard_errors(ex.uncertainty, ex.spectrum.members, 16)
+    assert (per_coefficient >= coefficient_standard_errors(sandwich.uncertainty, ex.spectrum.members, 16)
+            * (1 - 1e-12)).all()
 
 
 def test_bootstrap_intervals_cover_the_planted_truth_where_the_sandwich_does_not() -> None:
