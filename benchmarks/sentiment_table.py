@@ -245,12 +245,25 @@ def pick(rows: list[dict[str, str]], per_bucket: int, buckets: list[str]) -> lis
 
 
 def resumed(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Reviews of ``--resume`` measured at the same holdout and seed and at every b asked for now."""
+    """Reviews of ``--resume`` measured at the same holdout and seed, at every b asked for now, and with every
+    method asked for now at those b (a review whose shapiq run was skipped at a b now asked for is measured again:
+    its model values come from the store, so only the fits and shapiq's decoding run)."""
     if not args.resume or not Path(args.resume).is_file():
         return {}
     old = json.loads(Path(args.resume).read_text())
     same = old["meta"]["args"]["holdout"] == args.holdout and old["meta"]["args"]["seed"] == args.seed
-    return {r["id"]: r for r in old["reviews"] if same and all(str(b) in r["by_b"] for b in args.bs)} if same else {}
+    shapiq_bs = args.bs if args.shapiq_bs is None else args.shapiq_bs
+
+    def complete(r: dict[str, Any]) -> bool:
+        for b in args.bs:
+            got = r["by_b"].get(str(b))
+            if got is None or any(m not in got for m in args.methods):
+                return False
+            if "shapiq_spex" in args.methods and b in shapiq_bs and "skipped" in got["shapiq_spex"]:
+                return False
+        return True
+
+    return {r["id"]: r for r in old["reviews"] if complete(r)} if same else {}
 
 
 def main() -> None:
