@@ -312,6 +312,17 @@ def pair_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+
+def print_report(results: list[dict[str, Any]], summary_: dict[str, Any]) -> None:
+    """The per-budget, per-subject and pair tables, then the summary, as the README shows them."""
+    print(by_budget(results))
+    print()
+    print(table(results))
+    print()
+    print(pair_table(results))
+    print()
+    print(json.dumps(summary_, indent=1, default=float))
+
 def by_budget(results: list[dict[str, Any]]) -> str:
     """Per ContextCite budget: mean R² of both, and on how many subjects spex is at least as good."""
     lines = ["| budget | subjects | mean R² spex | mean R² ContextCite | spex R² >= | top-1 drop >= | top-2 drop >= "
@@ -374,13 +385,7 @@ def merge(paths: list[str], out: Path) -> None:
               "model": MODEL, "budgets": list(BUDGETS), "summary": summary(results), "results": results,
               "full_run": all(run.get("full_run") for run in runs)}
     out.write_text(json.dumps(merged, indent=1, default=float) + "\n")
-    print(by_budget(results))
-    print()
-    print(table(results))
-    print()
-    print(pair_table(results))
-    print()
-    print(json.dumps(merged["summary"], indent=1, default=float))
+    print_report(results, merged["summary"])
 
 
 def main() -> None:
@@ -463,13 +468,7 @@ def main() -> None:
     path = Path(args.out or HERE / "results" / "context.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float) + "\n")
-    print(by_budget(results))
-    print()
-    print(table(results))
-    print()
-    print(pair_table(results))
-    print()
-    print(json.dumps(out["summary"], indent=1, default=float))
+    print_report(results, out["summary"])
 
 
 if __name__ == "__main__":

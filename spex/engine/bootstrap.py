@@ -47,9 +47,9 @@ from spex.engine.spectrum import Spectrum
 from spex.engine.uncertainty import Uncertainty, complement_clusters, least_squares_uncertainty
 
 DEFAULT_REPLICATES = 20
-# "auto" bootstraps while budget x n stays at or below this many mask cells: n = 128 at 7.8k masks,
-# n = 256 at 3.9k (about 6 s for 20 refits on one core at 0.46M cells, 27 s at 2.1M: docs/uncertainty.md).
-# The rule is on sizes, not on measured seconds, so the same spec picks the same estimator everywhere.
+# "auto" bootstraps while budget x n stays at or below this many mask cells (n = 128 at 7.8k masks, n = 256
+# at 3.9k): R fits grow with it (docs/uncertainty.md). The rule is on sizes, not on measured seconds, so the
+# same spec picks the same estimator everywhere.
 AUTO_MAX_CELLS = 1_000_000
 MIN_SIDE_ROWS = 8  # the fewest rows a replicate's training or validation part may have
 
