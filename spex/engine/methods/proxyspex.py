@@ -17,7 +17,10 @@
    the columns) — or the reference's 95 % cumulative-energy rule (``selection="energy"``);
 5. the chosen support refit on all masks: least squares (default; Cholesky fast path on
    well-conditioned designs, :mod:`spex.engine.linalg`), or ridge / lasso with cross-validation
-   (``refit_solver``).
+   (``refit_solver``);
+6. at small budgets (fewer than ``SMALL_SPLIT_ROWS`` validation rows, ``low_order="auto"``): blended
+   with a sparse degree <= 2 Lasso, the blend's weight chosen by K-fold cross-validation over all
+   masks (:mod:`spex.engine.methods.low_order`: why, and what it measured).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from spex.engine.methods.base import (
     float_option,
     int_option,
 )
+from spex.engine.methods import low_order
 from spex.engine.methods.screening import FourierScreen
 from spex.engine.methods.trees import tree_spectrum, widen_model
 from spex.engine.spectrum import Spectrum
@@ -172,6 +176,7 @@ def select_by_energy(coefficients: np.ndarray, energy: float) -> int:
 
 
 REFIT_SOLVERS = ("lstsq", "ridge", "lasso")
+LOW_ORDER_MODES = ("auto", "off")
 SCREEN_MODES = ("auto", "on", "off")
 SCREEN_AUTO_N = 256  # "auto" screens from this many features on (docs/engine.md, ProxySPEX at scale)
 MAX_DEPTH = 17  # LightGBM's num_leaves (2**depth here) is at most 131072
@@ -220,6 +225,8 @@ class ProxySPEX(Method):
         "screen_rounds": 10,
         "screen_trees": 100,
         "screen_partners": 64,
+        "low_order": "auto",  # the small-budget Lasso blend (step 6); "off": the proxy alone
+        "low_order_weight": None,  # None: chosen by cross-validation; a number in [0, 1] pins the proxy's share
     }
 
     def __init__(self, **options: Any) -> None:
@@ -250,6 +257,9 @@ class ProxySPEX(Method):
         int_option(o["screen_rounds"], "screen_rounds", 1, 100)
         int_option(o["screen_trees"], "screen_trees", 1, 1_000_000)
         int_option(o["screen_partners"], "screen_partners", 0, 1_000_000)
+        choice_option(o["low_order"], "low_order", LOW_ORDER_MODES)
+        if o["low_order_weight"] is not None:
+            float_option(o["low_order_weight"], "low_order_weight", 0.0, 1.0)
 
     def minimum_budget(self, n: int) -> int:
         return 32
@@ -268,9 +278,7 @@ class ProxySPEX(Method):
         self.seed_ = seed
         with timer.stage("sampling"):
             x = mask_sampling.uniform(n, budget, mask_sampling.rng(seed, "train"), pair_complements=o["pair_complements"])
-            valid = np.zeros(budget, dtype=bool)
-            n_valid = max(8, int(round(budget * float(o["validation_fraction"]))))
-            valid[mask_sampling.rng(seed, "split").permutation(budget)[:n_valid]] = True
+            valid = low_order.validation_split(budget, float(o["validation_fraction"]), seed, "split")
         y = evaluate(x)
         spectrum, diagnostics, booster = self.fit_measured(x, y, valid, seed, timer)
         self.booster_ = booster  # kept for tracking (logged as the proxy model)
@@ -279,9 +287,9 @@ class ProxySPEX(Method):
     def fit_measured(
         self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, seed: int, timer: StageTimer
     ) -> tuple[Spectrum, dict[str, Any], lgb.Booster]:
-        """Steps 2-5 on given masks and values (no value call): the proxy, its spectrum, the support
-        chosen on the ``valid`` rows, the refit. The selection bootstrap
-        (:mod:`spex.engine.bootstrap`) repeats exactly this on resampled masks."""
+        """Steps 2-6 on given masks and values (no value call): the proxy, its spectrum, the support
+        chosen on the ``valid`` rows, the refit, and at small budgets the blend with the Lasso. The
+        selection bootstrap (:mod:`spex.engine.bootstrap`) repeats exactly this on resampled masks."""
         self.seed_ = seed
         booster, diagnostics = self._fit_proxy(x, y, valid, seed, timer)
         with timer.stage("extraction"):
@@ -290,15 +298,52 @@ class ProxySPEX(Method):
             spectrum, refit_diag = self._select_and_refit(full, x, y, valid)
         diagnostics.update(refit_diag)
         diagnostics["proxy_coefficients"] = len(full)
+        order = self._low_order(x.shape[1], valid)
+        if order:
+            with timer.stage("low_order"):
+                spectrum, diagnostics["low_order"] = self._blend(spectrum, order, x, y, seed)
         return spectrum, diagnostics, booster
+
+    def _low_order(self, n: int, valid: np.ndarray) -> int:
+        """The degree of the Lasso to blend with (0: none): with ``low_order="auto"``, when the
+        validation split is smaller than ``low_order.SMALL_SPLIT_ROWS`` or a weight is pinned."""
+        o = self.options
+        if o["low_order"] == "off" or o["low_order_weight"] == 1.0:
+            return 0
+        if o["low_order_weight"] is None and int(valid.sum()) >= low_order.SMALL_SPLIT_ROWS:
+            return 0
+        return low_order.challenger_order(n, len(valid))
+
+    def _blend(self, proxy: Spectrum, order: int, x: np.ndarray, y: np.ndarray,
+               seed: int) -> tuple[Spectrum, dict[str, Any]]:
+        """Step 6: the proxy's spectrum blended with the Lasso's, at the pinned weight or the one
+        K-fold cross-validation of both pipelines chooses."""
+        weight, scores = self.options["low_order_weight"], None
+        if weight is None:
+            alone = ProxySPEX(**{**self.options, "low_order": "off"})
+            fraction = float(self.options["validation_fraction"])
+
+            def fit_proxy(xs: np.ndarray, ys: np.ndarray) -> Spectrum:
+                split = low_order.validation_split(len(ys), fraction, seed, "cv-split")
+                return alone.fit_measured(xs, ys, split, seed, StageTimer())[0]
+
+            weight, scores = low_order.choose_weight(
+                fit_proxy, lambda xs, ys: low_order.lasso_spectrum(xs, ys, order, seed), x, y, seed)
+        lasso = low_order.lasso_spectrum(x, y, order, seed)
+        return low_order.blend(proxy, lasso, float(weight)), low_order.describe(order, float(weight), scores, lasso)
 
     def for_replicates(self, diagnostics: dict[str, Any]) -> ProxySPEX:
         """The bootstrap's ProxySPEX: at most as many trees as the main fit's early stop chose. A resample
         repeats masks, and its proxy kept adding trees long after the main one stopped (170 against 77 in a
         profile of a planted game at n = 128), so the cap bounds the bootstrap's cost; the coverage the
-        benchmark measures (benchmarks/intervals.py) is with the cap. Early stopping still runs below it."""
+        benchmark measures (benchmarks/intervals.py) is with the cap. Early stopping still runs below it.
+        The blend's weight (step 6) is pinned at the main fit's the same way: a replicate refits both
+        surrogates on its resample and blends them, but does not repeat the cross-validation that chose
+        the weight (five more fits of each per replicate)."""
         trees = int(diagnostics.get("proxy_trees") or self.options["max_trees"])
-        return ProxySPEX(**{**self.options, "max_trees": max(1, min(trees, int(self.options["max_trees"])))})
+        blended = diagnostics.get("low_order")
+        pinned = {"low_order_weight": float(blended["proxy_weight"])} if blended else {"low_order": "off"}
+        return ProxySPEX(**{**self.options, "max_trees": max(1, min(trees, int(self.options["max_trees"]))), **pinned})
 
     def screens(self, n: int) -> bool:
         """Whether the proxy is fit on screened features (``screen``: "auto" from SCREEN_AUTO_N on)."""
