@@ -156,6 +156,9 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
     ours = [b for b in (args.budgets_long if long and args.budgets_long else BUDGETS)]
     budgets = sorted(set(ours) | ({own} if own else set()))
     pairs_at = own if own else max(ours)  # the pairs of the fit an audit would report (else the largest budget)
+    # and, where every value is in the store anyway (n <= 12), the pairs of the smallest budget at which spex
+    # samples: there the fit has not seen most masks, so real removal tests it
+    sampled_at = min((b for b in ours if b < 2**n), default=None) if not n > EXACT_HELDOUT_MAX_N else None
     cc_masks = np.array([_create_mask(n, 0.5, s) for s in range(max(ours))], dtype=bool)  # seeds 0..B-1, as ContextCite
     y_cc = bound(cc_masks)
     n_tokens = len(cc._response_ids)
@@ -180,15 +183,16 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
             "fit_seconds": float(ex.seconds.get("outside_value_calls", 0.0)), "exact": bool(ex.diagnostics.get("exact")),
             "removed": [list(map(int, c)) for c in choices],
         }
-        if budget == pairs_at:
-            entry["pairs"] = pairs(ex, bound, f_full, n, row)
+        if budget in (pairs_at, sampled_at):
+            entry["pairs"] = pairs(ex, bound, f_full, n, row, args.pair_contexts, args.seed)
         rows.append(entry)
     per_call = timer.per_call()
     for entry in rows:
         for side in ("spex", "contextcite"):
             if side in entry:
                 entry[side]["seconds"] = entry[side]["calls"] * per_call + entry[side]["fit_seconds"]
-    out = {"id": row["id"], "n": n, "alpha": alpha, "own_budget": own, "pairs_budget": pairs_at, "kind": (row.get("expect") or {}).get("kind"),
+    out = {"id": row["id"], "n": n, "alpha": alpha, "own_budget": own, "pairs_budget": pairs_at,
+           "pairs_sampled_budget": sampled_at, "kind": (row.get("expect") or {}).get("kind"),
            "needs": (row.get("expect") or {}).get("needs"), "question": question, "answer": response,
            "answer_tokens": n_tokens, "same_prompt": bool(same_prompt), "same_answer_tokens": bool(same_answer),
            "full_value": f_full, "heldout_masks": int(len(heldout)), "heldout_exact": n <= EXACT_HELDOUT_MAX_N,
@@ -200,15 +204,45 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
     return out
 
 
-def pairs(ex: Any, bound: Any, f_full: float, n: int, row: dict[str, Any]) -> list[dict[str, Any]]:
-    """spex's three strongest pairs (Faith-Banzhaf, order 2) and the pair the subject's author expects:
-    the real second difference at the full context against spex's prediction of it."""
+def banzhaf_by_removal(bound: Any, n: int, a: int, b: int, contexts: int, seed: int) -> dict[str, float]:
+    """The pair's Banzhaf interaction measured by real removals: the mean over contexts S of the other
+    passages of f(S+a+b) - f(S+a) - f(S+b) + f(S). Every context (2^(n-2)) where n <= EXACT_HELDOUT_MAX_N,
+    else ``contexts`` uniform ones (4 model calls each), with the mean's standard error. Faith-Banzhaf's
+    order-2 terms are this index (Tsai et al. 2023), so it is what spex's FBII estimates."""
+    from spex.engine.exact import all_masks
+    from spex.engine.sampling import rng
+
+    others = [i for i in range(n) if i not in (a, b)]
+    exhaustive = n <= EXACT_HELDOUT_MAX_N
+    drawn = all_masks(n - 2) if exhaustive else rng(seed, f"banzhaf-{a}-{b}").random((contexts, n - 2)) < 0.5
+    base = np.zeros((len(drawn), n), dtype=bool)
+    base[:, others] = drawn
+    quads = np.repeat(base[:, None, :], 4, axis=1)
+    quads[:, 0, [a, b]] = True
+    quads[:, 1, a] = True
+    quads[:, 2, b] = True
+    v = bound(quads.reshape(-1, n)).reshape(-1, 4)
+    second = v[:, 0] - v[:, 1] - v[:, 2] + v[:, 3]
+    se = 0.0 if exhaustive else float(np.std(second, ddof=1) / math.sqrt(len(second)))
+    return {"mean": float(np.mean(second)), "se": se, "contexts": int(len(second)), "exhaustive": exhaustive}
+
+
+def pairs(ex: Any, bound: Any, f_full: float, n: int, row: dict[str, Any], contexts: int, seed: int) -> list[dict[str, Any]]:
+    """spex's three strongest pairs (Faith-Banzhaf, order 2), its strongest pair with FBII >= CONFIRM_NATS
+    (needed together), and the pair the subject's author expects,
+    checked by real removal two ways: their Banzhaf interaction over contexts (what FBII estimates:
+    :func:`banzhaf_by_removal`) and the second difference at the full context (remove a, b, both), each
+    against spex's estimate of it. A linear surrogate says 0 for both."""
     table = ex.interactions(index="fbii", order=2)
-    table = table[table["order"] == 2].head(3)
-    chosen = [tuple(int(m) for m in t) for t in table["members"]]
+    table = table[table["order"] == 2]
+    value_of = {tuple(int(m) for m in t): float(v) for t, v in zip(table["members"], table["value"])}
+    chosen = [tuple(int(m) for m in t) for t in table.head(3)["members"]]
+    positive = table[table["value"] >= CONFIRM_NATS].sort_values("value", ascending=False)
+    together = tuple(int(m) for m in positive["members"].iloc[0]) if len(positive) else None
     needs = tuple((row.get("expect") or {}).get("needs") or ())
-    if len(needs) == 2 and needs not in chosen:
-        chosen.append(needs)
+    for extra in (together, needs):  # the strongest pair spex says is needed together; the planted one
+        if extra and len(extra) == 2 and extra not in chosen:
+            chosen.append(extra)
     out = []
     for a, b in chosen:
         masks = np.ones((4, n), dtype=bool)
@@ -218,11 +252,17 @@ def pairs(ex: Any, bound: Any, f_full: float, n: int, row: dict[str, Any]) -> li
         predicted = ex.spectrum.predict(masks)
         second = lambda v: float(v[0] - v[1] - v[2] + v[3])  # noqa: E731
         delta_real, delta_spex = second(real), second(predicted)
-        fbii = table[table["members"].apply(lambda t, pair=(a, b): tuple(t) == pair)]["value"]
-        out.append({"pair": [a, b], "expected": (a, b) == needs, "fbii": float(fbii.iloc[0]) if len(fbii) else None,
+        fbii = value_of.get((a, b), 0.0)
+        banzhaf = banzhaf_by_removal(bound, n, a, b, contexts, seed)
+        distinct = abs(banzhaf["mean"]) >= CONFIRM_NATS and abs(banzhaf["mean"]) >= 2 * banzhaf["se"]
+        out.append({"pair": [a, b], "expected": (a, b) == needs, "fbii": fbii, "reported": (a, b) in chosen[:3],
+                    "strongest_together": (a, b) == together,
+                    "banzhaf_real": banzhaf["mean"], "banzhaf_se": banzhaf["se"], "banzhaf_contexts": banzhaf["contexts"],
                     "delta_real": delta_real, "delta_spex": delta_spex, "delta_linear": 0.0,
                     "drop_a": float(f_full - real[1]), "drop_b": float(f_full - real[2]), "drop_both": float(f_full - real[3]),
-                    "confirmed": bool(np.sign(delta_real) == np.sign(delta_spex) and abs(delta_real) >= CONFIRM_NATS)})
+                    "kind": "together" if banzhaf["mean"] > 0 else "either",
+                    "confirmed": bool(distinct and np.sign(banzhaf["mean"]) == np.sign(fbii)),
+                    "confirmed_full_context": bool(np.sign(delta_real) == np.sign(delta_spex) and abs(delta_real) >= CONFIRM_NATS)})
     return out
 
 
@@ -301,16 +341,22 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def pair_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| subject | pair | expected | spex FBII | real Δ² | spex Δ² | linear Δ² | drop a / b / both | confirmed |",
-             "|" + "---|" * 9]
+    """Every checked pair: spex's FBII against the pair's Banzhaf interaction by real removal (± its se where
+    the contexts were sampled), and the second difference at the full context, real against spex's."""
+    lines = ["| subject | masks | pair | checked as | spex FBII | real Banzhaf (contexts) | kind | Δ² full context: real / spex "
+             "| drop a / b / both | confirmed |", "|" + "---|" * 10]
     for s in results:
-        for p in next(e for e in s["budgets"] if "pairs" in e)["pairs"]:
-            lines.append(f"| {s['id']} | {p['pair'][0]}×{p['pair'][1]} | {'yes' if p['expected'] else ''} | "
-                         f"{'–' if p['fbii'] is None else format(p['fbii'], '+.3f')} | {p['delta_real']:+.3f} | "
-                         f"{p['delta_spex']:+.3f} | 0 | {p['drop_a']:.2f} / {p['drop_b']:.2f} / {p['drop_both']:.2f} | "
-                         f"{'yes' if p['confirmed'] else 'no'} |")
+        for e in s["budgets"]:
+            for p in e.get("pairs", []):
+                real = f"{p['banzhaf_real']:+.3f}" + (f" ± {p['banzhaf_se']:.3f}" if p["banzhaf_se"] else "")
+                masks = f"{e['budget']}" + (" (own)" if e["own_budget"] else "")
+                why = ", ".join(w for w, on in (("top 3", p["reported"]), ("strongest together", p["strongest_together"]),
+                                                 ("planted", p["expected"])) if on)
+                lines.append(f"| {s['id']} | {masks} | {p['pair'][0]}×{p['pair'][1]} | {why} | "
+                             f"{p['fbii']:+.3f} | {real} ({p['banzhaf_contexts']}) | {p['kind']} | "
+                             f"{p['delta_real']:+.2f} / {p['delta_spex']:+.2f} | "
+                             f"{p['drop_a']:.2f} / {p['drop_b']:.2f} / {p['drop_both']:.2f} | {'yes' if p['confirmed'] else 'no'} |")
     return "\n".join(lines)
-
 
 
 def print_report(results: list[dict[str, Any]], summary_: dict[str, Any]) -> None:
@@ -354,11 +400,40 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             for k, a, b in zip(KS, sp["topk_drop"], cc["topk_drop"]):
                 if a < b - 1e-9:
                     misses.append({"subject": s["id"], "budget": e["budget"], "metric": f"top{k}_drop", "spex": a, "contextcite": b})
-    pairs_all = [p for s in results for e in s["budgets"] if "pairs" in e for p in e["pairs"]]
+    def tally(own: bool) -> dict[str, int]:
+        checked = [p for s in results for e in s["budgets"] if e["own_budget"] == own for p in e.get("pairs", [])]
+        reported = [p for p in checked if p["reported"]]
+        planted = [p for p in checked if p["expected"]]
+        together = [p for p in checked if p["strongest_together"]]
+        return {"together": len(together), "together_confirmed": sum(p["confirmed"] for p in together),
+                "reported": len(reported), "reported_confirmed": sum(p["confirmed"] for p in reported),
+                "reported_confirmed_together": sum(p["confirmed"] and p["kind"] == "together" for p in reported),
+                "reported_confirmed_full_context": sum(p["confirmed_full_context"] for p in reported),
+                "planted": len(planted), "planted_confirmed": sum(p["confirmed"] for p in planted),
+                "planted_together": sum(p["confirmed"] and p["kind"] == "together" for p in planted)}
+
     return {"comparisons": sum(1 + len(KS) for s in results for e in s["budgets"] if "contextcite" in e),
-            "misses": misses, "pairs": len(pairs_all), "pairs_confirmed": sum(p["confirmed"] for p in pairs_all),
-            "expected_pairs_confirmed": sum(p["confirmed"] for p in pairs_all if p["expected"]),
-            "expected_pairs": sum(p["expected"] for p in pairs_all)}
+            "misses": misses, "pairs_own_budget": tally(True), "pairs_sampled_budget": tally(False)}
+
+
+def seconds_from(results: list[dict[str, Any]], paths: list[str]) -> None:
+    """Seconds of subjects whose values all came from the store, from the earlier run that computed them
+    (its measured seconds per model call, the same model and rows), so a rerun of the fits keeps honest
+    model times."""
+    measured = {}
+    for path in paths:
+        for s in json.loads(Path(path).read_text())["results"]:
+            if math.isfinite(s.get("seconds_per_call", math.nan)) and "seconds_per_call_from" not in s:
+                measured[s["id"]] = (s["seconds_per_call"], path)
+    for s in results:
+        if math.isfinite(s["seconds_per_call"]) or s["id"] not in measured:
+            continue
+        s["seconds_per_call"], source = measured[s["id"]]
+        s["seconds_per_call_from"] = f"measured by {Path(source).name} (values from the store)"
+        for entry in s["budgets"]:
+            for side in ("spex", "contextcite"):
+                if side in entry:
+                    entry[side]["seconds"] = entry[side]["calls"] * s["seconds_per_call"] + entry[side]["fit_seconds"]
 
 
 def fill_seconds(results: list[dict[str, Any]], tokens_per_s: float) -> None:
@@ -400,6 +475,11 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=200, help="held-out uniform masks where n > 12")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="the answer's length limit (both sides)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pair-contexts", type=int, default=16,
+                        help="contexts per pair for its Banzhaf interaction by real removal where n > 12 (4 calls each)")
+    parser.add_argument("--seconds-from", nargs="*", default=[], metavar="JSON",
+                        help="earlier runs that measured the seconds per model call of subjects whose values this run "
+                             "reads from the store")
     parser.add_argument("--store", default=None, help="ablation store (default: the spex data dir's)")
     parser.add_argument("--self-check", default="flag-colour", help="subject ContextCite also runs end to end ('' for none)")
     parser.add_argument("--out", default=None, help="results JSON (default: results/context.json, or context_kv.json)")
@@ -456,6 +536,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         log(f"subject {i + 1}/{len(rows)} {row['id']} done in {time.perf_counter() - t0:.0f}s; elapsed {elapsed:.0f}s; "
             f"{uptime()}")
+    seconds_from(results, args.seconds_from)
     fill_seconds(results, engine.total.tokens_per_s)
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "python": platform.python_version(), "uptime_at_end": uptime()},
