@@ -160,22 +160,26 @@ def top_truth(members: np.ndarray, values: np.ndarray, top: int = TOP) -> dict[t
 
 
 # ================================================================================================ (a)
-def part_planted(seeds: int, alpha: float) -> list[dict[str, Any]]:
+def part_planted(seeds: int, alpha: float, methods: Sequence[str] = PLANTED_METHODS,
+                 proxyspex_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``proxyspex_options``: ProxySPEX options for this run (e.g. ``low_order="off"``, to measure the
+    small-budget blend against the proxy alone at the same budgets)."""
     out = []
     for kind, n, k, order, noise in GAMES:
         game = planted(n, kind, k=k, order=order, noise=noise, seed=7)
         exact = game.spectrum()
         alpha_budget = int(alpha * n * math.log2(n))
-        for method in PLANTED_METHODS:
+        for method in methods:
             started = time.perf_counter()
+            options = dict(proxyspex_options or {}) if method == "proxyspex" else {}
             o = index_order(method)
             truth = top_truth(*compute(exact, "fbii", o))
             budget = method_budget(method, n, alpha_budget)
-            row: dict[str, Any] = {"game": kind, "n": n, "planted_sets": k, "planted_order": order, "noise": noise,
+            row: dict[str, Any] = {"options": options, "game": kind, "n": n, "planted_sets": k, "planted_order": order, "noise": noise,
                                    "method": method, "index": f"fbii order {o}", "budget": budget, "seeds": seeds}
             for estimator in estimators_for(method):
                 per_seed = [estimates(spex.explain(game, n, budget=budget, method=method, seed=s,
-                                                   uncertainty=estimator), o) for s in range(seeds)]
+                                                   uncertainty=estimator, **options), o) for s in range(seeds)]
                 row[estimator] = summarise(per_seed, truth)
             row["seconds"] = time.perf_counter() - started
             out.append(row)
@@ -275,6 +279,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=21, help="seeds per real subject")
     parser.add_argument("--game-seeds", type=int, default=30, help="seeds per planted game")
     parser.add_argument("--alpha", type=float, default=4.0, help="planted games: budget alpha·n·log2 n")
+    parser.add_argument("--methods", nargs="+", default=list(PLANTED_METHODS), help="planted games: the methods run")
+    parser.add_argument("--low-order", choices=["auto", "off"], default=None,
+                        help="ProxySPEX's small-budget Lasso blend (default: its default, auto)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", default=str(settings.data_dir() / "benchmarks"))
     parser.add_argument("--out", default=str(RESULTS / "intervals.json"))
@@ -287,7 +294,8 @@ def main() -> None:
     started = time.perf_counter()
     if "planted" in args.parts:
         log(f"(a) planted games, {args.game_seeds} seeds (load {gate_bench.load_avg()})")
-        result["planted"] = part_planted(args.game_seeds, args.alpha)
+        result["planted"] = part_planted(args.game_seeds, args.alpha, args.methods,
+                                         {"low_order": args.low_order} if args.low_order else None)
     if "real" in args.parts:
         log(f"(b) real models, {args.seeds} seeds (load {gate_bench.load_avg()})")
         result["real"] = part_real(args.lenses, args.seeds, Path(args.root))

@@ -34,10 +34,23 @@ def test_small_budget_blend_recovers_a_pairwise_game_the_proxy_alone_misses() ->
     alone = spex.explain(game, 9, budget=32, seed=0, uncertainty=None, low_order="off")
     info = blended.diagnostics["low_order"]
     assert info["order"] == 2 and info["proxy_weight"] < 1.0
-    assert set(info["cv_r2"]) == {f"{w:g}" for w in low_order.WEIGHTS}
+    assert set(info["cv_r2"]) == {low_order.label(c) for c in low_order.candidates(2)}
+    assert info["chosen"] == low_order.label((2, info["proxy_weight"]))
     assert r2(truth, blended.spectrum.predict(all_masks(9))) >= 0.99
     assert r2(truth, alone.spectrum.predict(all_masks(9))) < 0.9
     assert "low_order" not in alone.diagnostics
+
+
+def test_an_additive_game_over_many_features_gets_the_degree_one_lasso() -> None:
+    """48 masks (24 antithetic pairs) over 30 features of a sparse additive game: no pair is supported by
+    the data, and the one-standard-error rule keeps the simplest surrogate; it predicts the game to R² >=
+    0.95 on fresh masks (the game itself is the truth)."""
+    members = np.array([[1], [4], [9], [17], [25]], dtype=np.int32)
+    game = PlantedGame(30, members, np.array([3.0, -2.0, 1.5, 1.0, -0.5]))
+    ex = spex.explain(game, 30, budget=48, seed=0, uncertainty=None)
+    assert ex.diagnostics["low_order"]["chosen"] == "lasso1"
+    check = sampling.uniform(30, 2000, sampling.rng(1, "check"))
+    assert r2(game(check), ex.spectrum.predict(check)) >= 0.95
 
 
 def test_large_validation_split_leaves_the_fit_unchanged() -> None:
@@ -78,6 +91,7 @@ def test_pinned_weights_are_the_two_surrogates_and_their_mix() -> None:
     main, diag, _ = fit()
     replica = ProxySPEX().for_replicates(diag)
     assert replica.options["low_order_weight"] == diag["low_order"]["proxy_weight"]
+    assert replica.options["low_order_degree"] == diag["low_order"]["order"]
     assert ProxySPEX().for_replicates(diag1).options["low_order"] == "off"
 
 
@@ -115,7 +129,8 @@ def test_challenger_degree_follows_the_design_size() -> None:
 
 
 @pytest.mark.parametrize("options, field", [({"low_order": "always"}, "low_order"),
-                                            ({"low_order_weight": 1.5}, "low_order_weight")])
+                                            ({"low_order_weight": 1.5}, "low_order_weight"),
+                                            ({"low_order_degree": 3}, "low_order_degree")])
 def test_bad_options_are_refused_in_one_line(options: dict, field: str) -> None:
     with pytest.raises(SpexInputError) as err:
         ProxySPEX(**options)

@@ -6,9 +6,10 @@ anything (on the context benchmark: a split R² of -1.85 for a held-out R² of 0
 at 64 masks). A Lasso over every term of degree <= 2, its penalty chosen by K-fold cross-validation
 on all the masks, uses every row both to fit and to choose, and is the stronger surrogate there; from
 a few hundred masks on the proxy is (``benchmarks/context.py``). Neither wins everywhere, so below
-``SMALL_SPLIT_ROWS`` validation rows the fit is the blend ``w · proxy + (1 - w) · lasso``, with ``w``
-chosen from ``WEIGHTS`` by K-fold cross-validation of both whole pipelines over all masks (the
-proxy's own split repeated inside each fold). A blend of two sparse spectra is a sparse spectrum, so
+``SMALL_SPLIT_ROWS`` validation rows the fit is chosen by K-fold cross-validation over all masks among
+a degree-1 Lasso, a degree-2 Lasso and its blends ``w · proxy + (1 - w) · lasso`` (``w`` in
+``WEIGHTS``; 1 is the proxy alone), each a whole pipeline (the proxy's own split repeated inside each
+fold), by the one-standard-error rule (:func:`choose`). A blend of two sparse spectra is a sparse spectrum, so
 everything downstream — indices, removal, the selection bootstrap — reads it unchanged.
 
 Folds keep a mask and its complement together (ProxySPEX samples antithetic pairs): a pair split
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from spex.engine import sets
-from spex.engine.heldout import r2
 from spex.engine.methods.regression import degree_family
 from spex.engine.sampling import rng
 from spex.engine.spectrum import Spectrum
@@ -93,17 +93,47 @@ def blend(proxy: Spectrum, lasso: Spectrum, weight: float) -> Spectrum:
     return Spectrum(proxy.n, members, np.concatenate([weight * proxy.coefficients, (1 - weight) * lasso.coefficients]))
 
 
-def choose_weight(fit_proxy: Fit, fit_lasso: Fit, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, dict[str, float]]:
-    """The proxy's share in ``WEIGHTS`` whose blend predicts held-out folds best (pooled out-of-fold
-    R² over all masks; ties go to the larger share, the proxy). Returns (weight, R² per weight)."""
+def candidates(max_order: int) -> list[tuple[int, float]]:
+    """The surrogates cross-validation chooses from, simplest first, as (Lasso degree, proxy's share):
+    the degree-1 Lasso, the degree-2 Lasso (when affordable), then its blends with the proxy up to the
+    proxy alone."""
+    top = [(max_order, w) for w in WEIGHTS]
+    return ([(1, 0.0)] if max_order > 1 else []) + top
+
+
+def choose(fit_proxy: Fit, fit_lasso: Callable[[int], Fit], max_order: int, x: np.ndarray, y: np.ndarray,
+           seed: int) -> tuple[int, float, dict[str, float]]:
+    """The simplest candidate (:func:`candidates`) whose out-of-fold squared error is within one standard
+    error of the best one's (Breiman's one-standard-error rule; the error difference's se from the rows,
+    paired). At 32-64 masks the folds' scores of neighbouring candidates differ by less than their noise,
+    and the best score picked wrong in both directions there (``docs/engine.md``): the rule leans to the
+    model with fewer free terms unless the data say otherwise. Returns (degree, proxy's share, pooled
+    out-of-fold R² per candidate)."""
     labels = fold_labels(x, FOLDS, seed)
-    from_proxy, from_lasso = np.empty(len(y)), np.empty(len(y))
+    orders = sorted({d for d, _ in candidates(max_order)})
+    from_proxy = np.empty(len(y))
+    from_lasso = {d: np.empty(len(y)) for d in orders}
     for train, test in _splits(labels):
         from_proxy[test] = fit_proxy(x[train], y[train]).predict(x[test])
-        from_lasso[test] = fit_lasso(x[train], y[train]).predict(x[test])
-    scores = {w: r2(y, w * from_proxy + (1 - w) * from_lasso) for w in WEIGHTS}
-    best = max(WEIGHTS, key=lambda w: (scores[w], w))
-    return float(best), {f"{w:g}": float(s) for w, s in scores.items()}
+        for d in orders:
+            from_lasso[d][test] = fit_lasso(d)(x[train], y[train]).predict(x[test])
+    errors = {c: (y - (c[1] * from_proxy + (1 - c[1]) * from_lasso[c[0]])) ** 2 for c in candidates(max_order)}
+    best = min(errors, key=lambda c: float(np.mean(errors[c])))
+    chosen = best
+    for c in candidates(max_order):
+        gap = errors[c] - errors[best]
+        if float(np.mean(gap)) <= float(np.std(gap, ddof=1)) / np.sqrt(len(y)):
+            chosen = c
+            break
+    total = float(np.sum((y - y.mean()) ** 2))
+    scores = {label(c): (1.0 - float(np.sum(e)) / total if total > 0 else 0.0) for c, e in errors.items()}
+    return chosen[0], float(chosen[1]), scores
+
+
+def label(candidate: tuple[int, float]) -> str:
+    """A candidate's name in the diagnostics: ``lasso2``, ``lasso2+proxy 0.25``, ``proxy``."""
+    order, weight = candidate
+    return "proxy" if weight >= 1.0 else f"lasso{order}" + (f"+proxy {weight:g}" if weight > 0 else "")
 
 
 def validation_split(rows: int, fraction: float, seed: int, stream: str) -> np.ndarray:
@@ -115,5 +145,5 @@ def validation_split(rows: int, fraction: float, seed: int, stream: str) -> np.n
 
 def describe(order: int, weight: float, scores: dict[str, float] | None, lasso: Spectrum) -> dict[str, Any]:
     """The diagnostics entry of a blended fit (``diagnostics["low_order"]``)."""
-    return {"order": int(order), "proxy_weight": float(weight), "cv_r2": scores,
+    return {"order": int(order), "proxy_weight": float(weight), "chosen": label((order, weight)), "cv_r2": scores,
             "lasso_terms": int(np.count_nonzero(lasso.orders > 0))}

@@ -18,9 +18,9 @@
 5. the chosen support refit on all masks: least squares (default; Cholesky fast path on
    well-conditioned designs, :mod:`spex.engine.linalg`), or ridge / lasso with cross-validation
    (``refit_solver``);
-6. at small budgets (fewer than ``SMALL_SPLIT_ROWS`` validation rows, ``low_order="auto"``): blended
-   with a sparse degree <= 2 Lasso, the blend's weight chosen by K-fold cross-validation over all
-   masks (:mod:`spex.engine.methods.low_order`: why, and what it measured).
+6. at small budgets (fewer than ``SMALL_SPLIT_ROWS`` validation rows, ``low_order="auto"``): the
+   surrogate K-fold cross-validation over all masks chooses among a sparse degree-1 Lasso, a degree-2
+   Lasso and its blends with the proxy (:mod:`spex.engine.methods.low_order`: why, and what it measured).
 """
 
 from __future__ import annotations
@@ -227,6 +227,7 @@ class ProxySPEX(Method):
         "screen_partners": 64,
         "low_order": "auto",  # the small-budget Lasso blend (step 6); "off": the proxy alone
         "low_order_weight": None,  # None: chosen by cross-validation; a number in [0, 1] pins the proxy's share
+        "low_order_degree": None,  # None: the highest affordable (at most 2); 1 or 2 caps it (pinned by replicates)
     }
 
     def __init__(self, **options: Any) -> None:
@@ -260,6 +261,8 @@ class ProxySPEX(Method):
         choice_option(o["low_order"], "low_order", LOW_ORDER_MODES)
         if o["low_order_weight"] is not None:
             float_option(o["low_order_weight"], "low_order_weight", 0.0, 1.0)
+        if o["low_order_degree"] is not None:
+            int_option(o["low_order_degree"], "low_order_degree", 1, 2)
 
     def minimum_budget(self, n: int) -> int:
         return 32
@@ -305,20 +308,21 @@ class ProxySPEX(Method):
         return spectrum, diagnostics, booster
 
     def _low_order(self, n: int, valid: np.ndarray) -> int:
-        """The degree of the Lasso to blend with (0: none): with ``low_order="auto"``, when the
-        validation split is smaller than ``low_order.SMALL_SPLIT_ROWS`` or a weight is pinned."""
+        """The highest degree of Lasso to consider (0: none): with ``low_order="auto"``, when the
+        validation split is smaller than ``low_order.SMALL_SPLIT_ROWS`` or the choice is pinned."""
         o = self.options
         if o["low_order"] == "off" or o["low_order_weight"] == 1.0:
             return 0
         if o["low_order_weight"] is None and int(valid.sum()) >= low_order.SMALL_SPLIT_ROWS:
             return 0
-        return low_order.challenger_order(n, len(valid))
+        affordable = low_order.challenger_order(n, len(valid))
+        return min(affordable, int(o["low_order_degree"])) if o["low_order_degree"] and affordable else affordable
 
-    def _blend(self, proxy: Spectrum, order: int, x: np.ndarray, y: np.ndarray,
+    def _blend(self, proxy: Spectrum, max_order: int, x: np.ndarray, y: np.ndarray,
                seed: int) -> tuple[Spectrum, dict[str, Any]]:
-        """Step 6: the proxy's spectrum blended with the Lasso's, at the pinned weight or the one
-        K-fold cross-validation of both pipelines chooses."""
-        weight, scores = self.options["low_order_weight"], None
+        """Step 6: the surrogate K-fold cross-validation chooses among the Lasso of degree 1, of degree 2 and
+        its blends with the proxy — or the pinned one (the bootstrap's replicates)."""
+        order, weight, scores = max_order, self.options["low_order_weight"], None
         if weight is None:
             alone = ProxySPEX(**{**self.options, "low_order": "off"})
             fraction = float(self.options["validation_fraction"])
@@ -327,8 +331,10 @@ class ProxySPEX(Method):
                 split = low_order.validation_split(len(ys), fraction, seed, "cv-split")
                 return alone.fit_measured(xs, ys, split, seed, StageTimer())[0]
 
-            weight, scores = low_order.choose_weight(
-                fit_proxy, lambda xs, ys: low_order.lasso_spectrum(xs, ys, order, seed), x, y, seed)
+            def fit_lasso(degree: int) -> low_order.Fit:
+                return lambda xs, ys: low_order.lasso_spectrum(xs, ys, degree, seed)
+
+            order, weight, scores = low_order.choose(fit_proxy, fit_lasso, max_order, x, y, seed)
         lasso = low_order.lasso_spectrum(x, y, order, seed)
         return low_order.blend(proxy, lasso, float(weight)), low_order.describe(order, float(weight), scores, lasso)
 
@@ -342,7 +348,8 @@ class ProxySPEX(Method):
         the weight (five more fits of each per replicate)."""
         trees = int(diagnostics.get("proxy_trees") or self.options["max_trees"])
         blended = diagnostics.get("low_order")
-        pinned = {"low_order_weight": float(blended["proxy_weight"])} if blended else {"low_order": "off"}
+        pinned = ({"low_order_weight": float(blended["proxy_weight"]), "low_order_degree": int(blended["order"])}
+                  if blended else {"low_order": "off"})
         return ProxySPEX(**{**self.options, "max_trees": max(1, min(trees, int(self.options["max_trees"]))), **pinned})
 
     def screens(self, n: int) -> bool:
