@@ -50,6 +50,7 @@ KS = (1, 2, 3)
 EXACT_HELDOUT_MAX_N = 12
 MODEL = "builtin:smollm2-135m-instruct"
 CC_TEMPLATE = "Context: {context}\n\nQuery: {query}"  # ContextCite's default
+MIN_TIMED_CALLS = 100  # fewer new calls of a subject than this: its seconds per call come from --seconds-from
 CONFIRM_NATS = 0.5  # a pair counts as confirmed when the real second difference has spex's sign and |.| >= this
 
 
@@ -97,6 +98,9 @@ class Timer:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.start = (engine.total.computed, engine.total.compute_seconds)
+
+    def computed(self) -> int:
+        return int(self.engine.total.computed - self.start[0])
 
     def per_call(self) -> float:
         computed = self.engine.total.computed - self.start[0]
@@ -417,16 +421,18 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def seconds_from(results: list[dict[str, Any]], paths: list[str]) -> None:
-    """Seconds of subjects whose values all came from the store, from the earlier run that computed them
-    (its measured seconds per model call, the same model and rows), so a rerun of the fits keeps honest
-    model times."""
+    """Seconds of subjects whose values came from the store, from the earlier run that computed them (its
+    measured seconds per model call, the same model and rows), so a rerun of the fits keeps honest model
+    times: used unless this run itself timed at least MIN_TIMED_CALLS calls of the subject (a handful of
+    new calls on a busy machine is no measurement)."""
     measured = {}
     for path in paths:
         for s in json.loads(Path(path).read_text())["results"]:
             if math.isfinite(s.get("seconds_per_call", math.nan)) and "seconds_per_call_from" not in s:
                 measured[s["id"]] = (s["seconds_per_call"], path)
     for s in results:
-        if math.isfinite(s["seconds_per_call"]) or s["id"] not in measured:
+        timed_here = s.get("calls_computed", 0) >= MIN_TIMED_CALLS and math.isfinite(s["seconds_per_call"])
+        if timed_here or s["id"] not in measured:
             continue
         s["seconds_per_call"], source = measured[s["id"]]
         s["seconds_per_call_from"] = f"measured by {Path(source).name} (values from the store)"

@@ -24,12 +24,16 @@ SHAPIQ_INDEX = {"mobius": "Moebius", "fbii": "FBII", "fsii": "FSII", "stii": "ST
 
 
 def shapiq_document(s: SubjectReport, rows: list[dict[str, Any]], index: str, *, baseline_value: float,
-                    budget: int | None) -> dict[str, Any]:
-    """One subject's interactions as shapiq's ``InteractionValues.to_json_file`` writes them."""
+                    budget: int | None, order: int | None = None) -> dict[str, Any]:
+    """One subject's interactions as shapiq's ``InteractionValues.to_json_file`` writes them.
+
+    ``order``: the index's order as the audit asked for it (the spec's ``ranking.order``). A fit whose
+    pairs are all 0 (a first-order surrogate) lists no pair, and without it the file would claim order 1,
+    which shapiq reads as a different index (FBII of order 1 is BV)."""
     data: dict[str, float] = {"Empty": float(baseline_value)}
     for r in rows:
         data[",".join(str(m) for m in sorted(r["members"]))] = float(r["value"])
-    max_order = max((len(r["members"]) for r in rows), default=0)
+    max_order = max([len(r["members"]) for r in rows] + ([int(order)] if order else []), default=0)
     return {
         "object_name": "InteractionValues",
         "data_type": "interaction_values",
@@ -82,6 +86,7 @@ def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
     subjects = {}
     shapiq_files: dict[str, dict[str, Any]] = {}
     stems = file_stems([s.key for s in data.subjects])
+    ranking_order = ((data.spec or {}).get("ranking") or {}).get("order")
     for s in data.subjects:
         own: list[str] = []
         budget = s.metrics.get("budget")
@@ -97,7 +102,7 @@ def export(data: ReportData) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
             own.append(f"{stems[s.key]}.{s.index}.json")
             shapiq_files[own[-1]] = shapiq_document(s, s.ranking, s.index,
                                                     baseline_value=baseline if baseline is not None else 0.0,
-                                                    budget=budget)
+                                                    budget=budget, order=ranking_order)
         if s.shapley:
             own.append(f"{stems[s.key]}.shapley.json")
             shapiq_files[own[-1]] = shapiq_document(s, s.shapley, "shapley",
