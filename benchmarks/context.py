@@ -200,7 +200,8 @@ def run_subject(row: dict[str, Any], model: Any, engine: Any, args: argparse.Nam
            "needs": (row.get("expect") or {}).get("needs"), "question": question, "answer": response,
            "answer_tokens": n_tokens, "same_prompt": bool(same_prompt), "same_answer_tokens": bool(same_answer),
            "full_value": f_full, "heldout_masks": int(len(heldout)), "heldout_exact": n <= EXACT_HELDOUT_MAX_N,
-           "seconds_per_call": per_call, "prefix_cache_tokens": vf.describe()["prefix_cache_tokens"],
+           "seconds_per_call": per_call, "calls_computed": timer.computed(),
+           "prefix_cache_tokens": vf.describe()["prefix_cache_tokens"],
            "mean_tokens_per_row": float(np.mean(vf.cost(cc_masks))), "budgets": rows,
            "seconds": time.perf_counter() - started}
     if self_check:
