@@ -70,6 +70,9 @@ def removal(
     members, a = spectrum.mobius()
     keep = (sets.orders(members) > 0) & (a != 0)
     members, a = members[keep], a[keep]
+    if len(a) == 0:  # a constant surrogate (e.g. a Lasso that kept no term): every choice is optimal
+        chosen = list(range(int(r)))
+        return RemovalResult(tuple(chosen), baseline, _value(spectrum, chosen), "milp", True)
     if len(a) <= exact_terms:
         result = _milp(members, a, n, int(r), direction, time_limit)
         if result is not None:

@@ -58,3 +58,15 @@ def test_bad_r():
     with pytest.raises(spex.SpexInputError):
         spex.removal(spectrum, 1, direction="sideways")
     assert spex.removal(spectrum, 0).features == ()
+
+
+def test_a_constant_surrogate_has_an_optimal_removal() -> None:
+    """A surrogate with no non-constant term (a small-budget Lasso that kept nothing): any r features
+    are an optimal choice, with no predicted change; no solver is asked about an empty problem."""
+    from spex.engine.removal_choice import removal
+    from spex.engine.spectrum import Spectrum
+
+    flat = Spectrum.from_dict(5, {(): -2.5})
+    result = removal(flat, 2, "down")
+    assert len(result.features) == 2 and result.optimal
+    assert result.predicted_value == result.baseline == -2.5 and result.predicted_change == 0.0

@@ -120,13 +120,18 @@ def test_a_rerun_makes_no_model_call(flow_env, bert_v1, tmp_path):
     assert third.model_calls["masks_computed"] == 0
     assert third.subjects["food"].ranking == first.subjects["food"].ranking
 
-    # A changed budget is a different audit: nothing cached may carry the old budget over.
+    # A changed budget is a different audit: nothing cached may carry the old budget over. Its masks are
+    # a prefix of the 120-mask audit's (the same seed), so the store may serve all of them; what must not
+    # come back is the old fit: the recorded training set holds at most 90 masks.
     fourth = audit({**spec, "budget": 90}, db_url=db)
-    assert fourth.subjects["food"].budget == 90 and fourth.model_calls["masks_computed"] > 0
+    assert fourth.subjects["food"].budget == 90 and fourth.audit_id != third.audit_id
 
     with MetadataStore(db) as store:
         audits = store.list_audits()
+        trained = {s.subject.key: {a.role: a.count for a in s.ablation_sets}["train"]
+                   for s in store.get_audit(fourth.audit_id).subjects}
     assert len(audits) == 4 and all(a.status == "succeeded" for a in audits)
+    assert set(trained) == {"food", "movie"} and all(0 < count <= 90 for count in trained.values())
 
 
 def test_heads_and_data_lenses(flow_env, bert_v1, tmp_path):
