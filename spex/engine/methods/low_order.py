@@ -143,7 +143,8 @@ def validation_split(rows: int, fraction: float, seed: int, stream: str) -> np.n
     return valid
 
 
-def describe(order: int, weight: float, scores: dict[str, float] | None, lasso: Spectrum) -> dict[str, Any]:
-    """The diagnostics entry of a blended fit (``diagnostics["low_order"]``)."""
+def describe(order: int, weight: float, scores: dict[str, float] | None, lasso: Spectrum | None) -> dict[str, Any]:
+    """The diagnostics entry of a blended fit (``diagnostics["low_order"]``; ``lasso`` None: the proxy
+    alone was chosen and no final Lasso was fit)."""
     return {"order": int(order), "proxy_weight": float(weight), "chosen": label((order, weight)), "cv_r2": scores,
-            "lasso_terms": int(np.count_nonzero(lasso.orders > 0))}
+            "lasso_terms": None if lasso is None else int(np.count_nonzero(lasso.orders > 0))}

@@ -335,6 +335,8 @@ class ProxySPEX(Method):
                 return lambda xs, ys: low_order.lasso_spectrum(xs, ys, degree, seed)
 
             order, weight, scores = low_order.choose(fit_proxy, fit_lasso, max_order, x, y, seed)
+        if float(weight) >= 1.0:  # the proxy alone won: no final Lasso to fit
+            return proxy, low_order.describe(order, 1.0, scores, None)
         lasso = low_order.lasso_spectrum(x, y, order, seed)
         return low_order.blend(proxy, lasso, float(weight)), low_order.describe(order, float(weight), scores, lasso)
 
